@@ -1,0 +1,107 @@
+"""Shared fixtures: the real tiny.en pipeline, the eval set, and a socket guard.
+
+Every test runs with outbound network connections refused (loopback and
+Unix sockets stay allowed), so any accidental hub lookup fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_DIR = Path(os.environ.get("WHISPERSG_EVAL_DIR", REPO.parent / "shared" / "eval"))
+DEMO_WAV = REPO / "demo" / "sample.wav"
+DEMO_STM = REPO / "demo" / "sample.stm"
+DEMO_RTTM = REPO / "demo" / "sample.rttm"
+
+NO_EVAL_REASON = (
+    f"the shared evaluation set is not at {EVAL_DIR} (it ships beside the developers' checkout, not in the repo); "
+    "set WHISPERSG_EVAL_DIR to run these tests"
+)
+
+
+def _is_local(address) -> bool:
+    if isinstance(address, (str, bytes)):
+        return True  # Unix socket path
+    host = str(address[0])
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_network():
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+
+    def guarded_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address):
+            raise OSError(f"network access blocked in tests: {address!r}")
+        return original_connect(self, address)
+
+    def guarded_connect_ex(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address):
+            raise OSError(f"network access blocked in tests: {address!r}")
+        return original_connect_ex(self, address)
+
+    socket.socket.connect = guarded_connect
+    socket.socket.connect_ex = guarded_connect_ex
+    yield
+    socket.socket.connect = original_connect
+    socket.socket.connect_ex = original_connect_ex
+
+
+@pytest.fixture(scope="session")
+def empty_model_store(tmp_path_factory) -> Path:
+    """A model store with nothing in it, so the default resolves to the built-in tiny.en."""
+    return tmp_path_factory.mktemp("empty-store")
+
+
+@pytest.fixture(scope="session")
+def pipeline(empty_model_store):
+    from whispersg import WhisperSGPipeline
+
+    return WhisperSGPipeline(model_dir=str(empty_model_store), threads=2)
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not (EVAL_DIR / "manifest.jsonl").is_file():
+        pytest.skip(NO_EVAL_REASON)
+    return EVAL_DIR
+
+
+@pytest.fixture(scope="session")
+def eval_items(eval_dir) -> list[dict]:
+    rows = [json.loads(line) for line in (eval_dir / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["path"] = eval_dir / row["audio"]
+    return rows
+
+
+@pytest.fixture
+def cli_env(empty_model_store, tmp_path) -> dict:
+    """Environment for running the CLI as a subprocess: empty store, no colour."""
+    env = dict(os.environ)
+    env["WHISPERSG_MODEL_DIR"] = str(empty_model_store)
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "200"
+    return env
+
+
+def whispersg_command() -> list[str]:
+    return [sys.executable, "-m", "whispersg"]
+
+
+def read_stm(path: Path) -> list[tuple[float, float, str, str]]:
+    """(start, end, speaker, text) rows of an STM file."""
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6:
+            rows.append((float(parts[3]), float(parts[4]), parts[2], parts[5]))
+    return rows

@@ -1,0 +1,418 @@
+"""Speech recognition: batched CTranslate2 Whisper decoding over packed speech chunks.
+
+faster-whisper's ``BatchedInferencePipeline`` decodes once at temperature 0
+and ignores the quality thresholds.  Here each batch is decoded with beam
+search, every chunk is checked against ``compression_ratio_threshold`` and
+``log_prob_threshold``, and only the chunks that fail are decoded again at
+rising temperatures (still batched).  Chunks Whisper judges silent
+(``no_speech_threshold``) are dropped, so silence and noise give no text.
+Word timing uses the model's cross-attention (``align``), no extra model.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from whispersg.audio import SAMPLE_RATE
+from whispersg.errors import OptionError
+from whispersg.options import PipelineOptions
+from whispersg.types import Segment, Word
+from whispersg.vad import SpeechRegion
+
+logger = logging.getLogger(__name__)
+
+# Called after each batch with (seconds of audio done, total seconds, the batch's new segments).
+ProgressCallback = Callable[[float, float, list[Segment]], None]
+
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass
+class Chunk:
+    """A stretch of audio decoded as one Whisper window: one or more speech regions."""
+
+    start: float
+    end: float
+    regions: list[SpeechRegion]
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class _Decode:
+    tokens: list[int]
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+
+
+class WhisperDecoder:
+    """Decodes chunks of 16 kHz audio with one loaded faster-whisper ``WhisperModel``.
+
+    Stateless between calls, so one decoder serves many files and threads.
+    """
+
+    def __init__(self, whisper) -> None:
+        self.whisper = whisper
+        self._language_lock = threading.Lock()
+        self._numeral_tokens: Optional[list[int]] = None
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.whisper.model.is_multilingual)
+
+    def check_task(self, options: PipelineOptions, model_name: str) -> None:
+        if options.task == "translate" and not self.multilingual:
+            raise OptionError(
+                f"--task translate needs a multilingual model, but '{model_name}' is English-only; "
+                "pick a multilingual model such as --model small or --model large-v3"
+            )
+        if options.language and options.language != "en" and not self.multilingual:
+            raise OptionError(
+                f"--language {options.language} needs a multilingual model, but '{model_name}' is English-only; "
+                "drop --language or pick a multilingual model"
+            )
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        chunks: list[Chunk],
+        options: PipelineOptions,
+        progress: Optional[ProgressCallback] = None,
+    ) -> tuple[list[Segment], str]:
+        """Decode ``chunks`` of ``audio``; returns segments (absolute times) and the language."""
+        if not chunks:
+            return [], options.language or "en"
+        features = self._features(audio, chunks[0])
+        language = self._language(features, options)
+        tokenizer = self._tokenizer(options, language)
+        total = sum(c.duration for c in chunks)
+        done = 0.0
+        segments: list[Segment] = []
+        previous_text_tokens: list[int] = []
+        batch_size = 1 if options.condition_on_previous_text else options.batch_size
+        for first in range(0, len(chunks), batch_size):
+            batch = chunks[first : first + batch_size]
+            prompt_tokens = self._prompt_tokens(tokenizer, options, previous_text_tokens)
+            decoded = self._decode_batch(audio, batch, tokenizer, prompt_tokens, options)
+            segments_in_batch = [piece for segment in decoded for piece in split_at_sentences(segment)]
+            segments.extend(segments_in_batch)
+            if options.condition_on_previous_text and segments_in_batch:
+                last = segments_in_batch[-1]
+                if (last.temperature or 0.0) <= 0.5:
+                    previous_text_tokens = tokenizer.encode(" " + last.text.strip())
+                else:
+                    previous_text_tokens = []
+            done += sum(c.duration for c in batch)
+            if progress is not None:
+                progress(done, total, segments_in_batch)
+        return segments, language
+
+    # -- steps -------------------------------------------------------------
+
+    def _features(self, audio: np.ndarray, chunk: Chunk) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
+        return pad_or_trim(self.whisper.feature_extractor(samples)[..., :-1])
+
+    def _language(self, features: np.ndarray, options: PipelineOptions) -> str:
+        if options.language:
+            return options.language
+        if not self.multilingual:
+            return "en"
+        with self._language_lock:
+            language, probability, _ = self.whisper.detect_language(features=features)
+        logger.info("detected language %s (p=%.2f)", language, probability)
+        return language
+
+    def _tokenizer(self, options: PipelineOptions, language: str):
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self.whisper.hf_tokenizer, self.multilingual, task=options.task, language=language)
+
+    def _prompt_tokens(self, tokenizer, options: PipelineOptions, previous: list[int]) -> list[int]:
+        previous_tokens = list(previous)
+        if options.initial_prompt and not previous_tokens:
+            previous_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
+        return self.whisper.get_prompt(
+            tokenizer,
+            previous_tokens=previous_tokens,
+            without_timestamps=True,
+            hotwords=options.hotwords,
+        )
+
+    def _suppress_tokens(self, tokenizer, options: PipelineOptions) -> list[int]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        ids = options.suppress_token_ids()
+        suppressed = list(get_suppressed_tokens(tokenizer, ids)) if ids else []
+        if options.suppress_numerals:
+            if self._numeral_tokens is None:
+                self._numeral_tokens = numeral_symbol_tokens(tokenizer)
+            suppressed = sorted(set(suppressed) | set(self._numeral_tokens))
+        return suppressed
+
+    def _decode_batch(self, audio, batch: list[Chunk], tokenizer, prompt: list[int], options: PipelineOptions) -> list[Segment]:
+        features = np.stack([self._features(audio, chunk) for chunk in batch])
+        encoder_output = self.whisper.encode(features)
+        suppress = self._suppress_tokens(tokenizer, options)
+        max_length = self.whisper.max_length
+        if options.max_new_tokens:
+            max_length = min(max_length, len(prompt) + options.max_new_tokens)
+        if len(prompt) >= max_length:
+            raise OptionError("the prompt (initial_prompt + hotwords) is too long for Whisper; shorten it")
+
+        temperatures = options.temperatures()
+        best: list[Optional[_Decode]] = [None] * len(batch)
+        candidates: list[list[_Decode]] = [[] for _ in batch]
+        pending = list(range(len(batch)))
+        for temperature in temperatures:
+            if not pending:
+                break
+            sub_output = encoder_output if len(pending) == len(batch) else self.whisper.encode(features[pending])
+            results = self._generate(sub_output, prompt, len(pending), temperature, suppress, max_length, options)
+            still_failing = []
+            for index, result in zip(pending, results):
+                decode = self._score(result, tokenizer, temperature, options)
+                candidates[index].append(decode)
+                if self._is_silence(decode, options) or not self._needs_fallback(decode, options):
+                    best[index] = decode
+                else:
+                    still_failing.append(index)
+            pending = still_failing
+        for index in pending:
+            # Every temperature failed: keep the most probable non-repetitive decode, as Whisper does.
+            pool = [
+                d
+                for d in candidates[index]
+                if options.compression_ratio_threshold is None or d.compression_ratio <= options.compression_ratio_threshold
+            ] or candidates[index]
+            best[index] = max(pool, key=lambda d: d.avg_logprob)
+
+        kept = [
+            (chunk, decode, i)
+            for i, (chunk, decode) in enumerate(zip(batch, best))
+            if decode is not None
+            and decode.text.strip()
+            and not self._is_silence(decode, options)
+            and fits_in_speech(decode.text, chunk)
+        ]
+        word_lists: list[list[Word]] = [[] for _ in kept]
+        if options.align and options.align_method == "attention" and kept:
+            word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept)
+        segments = []
+        for (chunk, decode, _), words in zip(kept, word_lists):
+            start, end = chunk.start, chunk.end
+            if words:
+                start, end = words[0].start, words[-1].end
+            segments.append(
+                Segment(
+                    start=start,
+                    end=end,
+                    text=decode.text.strip(),
+                    words=words,
+                    avg_logprob=decode.avg_logprob,
+                    no_speech_prob=decode.no_speech_prob,
+                    compression_ratio=decode.compression_ratio,
+                    temperature=decode.temperature,
+                )
+            )
+        return segments
+
+    def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
+        if temperature > 0:
+            sampling = {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
+        else:
+            sampling = {"beam_size": options.beam_size, "patience": options.patience}
+        return self.whisper.model.generate(
+            encoder_output,
+            [list(prompt) for _ in range(count)],
+            length_penalty=options.length_penalty,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=suppress,
+            **sampling,
+        )
+
+    def _score(self, result, tokenizer, temperature: float, options: PipelineOptions) -> _Decode:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        # With several sampled hypotheses, keep the most probable one.
+        best_index = int(np.argmax(result.scores)) if len(result.scores) > 1 else 0
+        tokens = [t for t in result.sequences_ids[best_index] if t < tokenizer.eot]
+        cumulative = result.scores[best_index] * (len(tokens) ** options.length_penalty)
+        avg_logprob = cumulative / (len(tokens) + 1)
+        text = tokenizer.decode(tokens)
+        return _Decode(
+            tokens=tokens,
+            text=text,
+            avg_logprob=float(avg_logprob),
+            no_speech_prob=float(result.no_speech_prob),
+            compression_ratio=float(get_compression_ratio(text.strip())) if text.strip() else 0.0,
+            temperature=temperature,
+        )
+
+    @staticmethod
+    def _needs_fallback(decode: _Decode, options: PipelineOptions) -> bool:
+        if options.compression_ratio_threshold is not None and decode.compression_ratio > options.compression_ratio_threshold:
+            return True
+        return options.log_prob_threshold is not None and decode.avg_logprob < options.log_prob_threshold
+
+    @staticmethod
+    def _is_silence(decode: _Decode, options: PipelineOptions) -> bool:
+        if options.no_speech_threshold is None or decode.no_speech_prob <= options.no_speech_threshold:
+            return False
+        return options.log_prob_threshold is None or decode.avg_logprob < options.log_prob_threshold
+
+    def _word_timestamps(self, encoder_output, batch_rows: int, tokenizer, kept) -> list[list[Word]]:
+        """Cross-attention word timing for the decoded chunks of one batch."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        # The encoder output covers the whole batch, so every row is aligned and ours are kept.
+        text_tokens: list[list[int]] = [[] for _ in range(batch_rows)]
+        frames: list[int] = [1] * batch_rows
+        for chunk, decode, row in kept:
+            text_tokens[row] = decode.tokens
+            frames[row] = max(1, int(round(chunk.duration * self.whisper.frames_per_second)))
+        # ctranslate2 needs every row to have at least one token: rows we do not keep get a dummy.
+        dummy_rows = {row for row in range(batch_rows) if not text_tokens[row]}
+        for row in dummy_rows:
+            text_tokens[row] = [tokenizer.eot - 1]
+        alignments = self.whisper.find_alignment(tokenizer, text_tokens, encoder_output, frames)
+        out = []
+        for chunk, decode, row in kept:
+            alignment = alignments[row]
+            merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+            words = [
+                Word(
+                    word=item["word"].strip(),
+                    start=chunk.start + float(item["start"]),
+                    end=chunk.start + float(item["end"]),
+                    score=float(item["probability"]),
+                )
+                for item in alignment
+                if item["word"].strip()
+            ]
+            out.append(clean_word_times(snap_to_speech(words, chunk.regions), chunk.start, chunk.end))
+        return out
+
+
+# Nobody speaks faster than this (characters of text per second of speech, spaces included);
+# fast speech runs at about 15-20. More text than that is Whisper inventing it.
+MAX_CHARS_PER_SECOND = 30.0
+
+
+def fits_in_speech(text: str, chunk: Chunk) -> bool:
+    """Whether ``text`` could have been said in the chunk's speech (guards against hallucination)."""
+    speech = sum(r.duration for r in chunk.regions) or chunk.duration
+    return len(text.strip()) <= MAX_CHARS_PER_SECOND * speech + 5
+
+
+def snap_to_speech(words: list[Word], regions: list[SpeechRegion]) -> list[Word]:
+    """Pull word edges that fall in VAD silence onto the nearest speech edge inside the word.
+
+    Cross-attention timing stretches the first word after a silence back over
+    it (a chunk that starts in silence gives "Hello" a 7 s span); the VAD
+    knows where the speech was.
+    """
+    if not regions:
+        return words
+    starts = [r.start for r in regions]
+    for word in words:
+        if word.start is None or word.end is None:
+            continue
+        index = bisect.bisect_right(starts, word.start) - 1
+        inside = index >= 0 and word.start <= regions[index].end
+        if not inside and index + 1 < len(regions) and regions[index + 1].start <= word.end:
+            word.start = regions[index + 1].start
+        index = bisect.bisect_right(starts, word.end) - 1
+        if index >= 0 and word.end > regions[index].end and regions[index].end >= word.start:
+            word.end = regions[index].end
+    return words
+
+
+def clean_word_times(words: list[Word], start: float, end: float) -> list[Word]:
+    """Make word times monotonic, non-overlapping and inside ``[start, end]``."""
+    cursor = start
+    for word in words:
+        word.start = min(max(word.start if word.start is not None else cursor, cursor), end)
+        word.end = min(max(word.end if word.end is not None else word.start, word.start), end)
+        cursor = word.end
+    return words
+
+
+def numeral_symbol_tokens(tokenizer) -> list[int]:
+    """Token ids containing digits or currency/percent symbols (for ``suppress_numerals``)."""
+    ids = []
+    for token_id in range(tokenizer.eot):
+        text = tokenizer.decode([token_id]).replace(" ", "")
+        if text and any(ch.isdigit() or ch in "%$£€¥₹" for ch in text):
+            ids.append(token_id)
+    return ids
+
+
+def chunks_from_regions(
+    groups: list[list[SpeechRegion]], duration: float, context: float = 0.0, chunk_size: float = 30.0
+) -> list[Chunk]:
+    """One chunk per group of regions, widened by up to ``context`` seconds of the audio around it.
+
+    VAD boundaries clip the onsets and tails of words; giving Whisper the
+    surrounding audio (never past a neighbouring chunk, the file's ends or
+    ``chunk_size``) lets it hear them whole.
+    """
+    chunks = []
+    for index, group in enumerate(groups):
+        start, end = group[0].start, group[-1].end
+        room = max(0.0, chunk_size - (end - start))
+        lower = chunks[-1].end if chunks else 0.0
+        upper = groups[index + 1][0].start if index + 1 < len(groups) else duration
+        before = min(context, room / 2, max(0.0, start - lower))
+        after = min(context, room - before, max(0.0, upper - end))
+        # If one side had less audio to give, offer the rest of the room to the other side.
+        before = min(context, room - after, max(0.0, start - lower))
+        chunks.append(Chunk(start=start - before, end=end + after, regions=group))
+    return chunks
+
+
+SENTENCE_END = (".", "?", "!", "。", "？", "！")
+
+
+def split_at_sentences(segment: Segment) -> list[Segment]:
+    """Split a chunk-long segment into sentences, using its word times (no words: unchanged)."""
+    if len(segment.words) < 2:
+        return [segment]
+    pieces: list[list[Word]] = [[]]
+    for index, word in enumerate(segment.words):
+        pieces[-1].append(word)
+        if word.word.strip().endswith(SENTENCE_END) and index < len(segment.words) - 1:
+            pieces.append([])
+    if len(pieces) == 1:
+        return [segment]
+    return [
+        Segment(
+            start=words[0].start,
+            end=words[-1].end,
+            text=" ".join(w.word for w in words),
+            words=words,
+            speaker=segment.speaker,
+            avg_logprob=segment.avg_logprob,
+            no_speech_prob=segment.no_speech_prob,
+            compression_ratio=segment.compression_ratio,
+            temperature=segment.temperature,
+        )
+        for words in pieces
+    ]

@@ -1,0 +1,182 @@
+"""Audio loading: any file PyAV/FFmpeg decodes, or a numpy array, to 16 kHz mono float32.
+
+Recordings are decoded once; every later stage (VAD, ASR, alignment,
+diarization) works on the returned array.  Damaged files (a recorder that
+crashed, a copy cut short) yield whatever decodes, with a warning that says
+how much was readable; only a file with nothing decodable is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from whispersg.errors import AudioError
+
+SAMPLE_RATE = 16000
+
+logger = logging.getLogger(__name__)
+
+AudioSource = Union[str, Path, np.ndarray]
+
+# Extensions the CLI looks for when it is given a directory.
+AUDIO_EXTENSIONS = frozenset(
+    ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .webm .mp4 .m4v .mkv .mov .avi .amr .aif .aiff".split()
+)
+
+
+@dataclass
+class DecodedAudio:
+    """Decoded samples plus what the caller should know about how the decode went."""
+
+    samples: np.ndarray
+    expected_duration: float | None = None  # what the container header claims, if anything
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return ``source`` as mono float32 samples at ``sample_rate`` Hz.
+
+    A numpy array is taken to be at ``sample_rate`` already; a 2-D array is
+    downmixed (channels on the smaller axis).
+    """
+    if isinstance(source, np.ndarray):
+        return as_mono_float32(source)
+    return decode_file(source, sample_rate).samples
+
+
+def as_mono_float32(samples: np.ndarray) -> np.ndarray:
+    """Validate an in-memory waveform and bring it to 1-D float32 in [-1, 1]."""
+    array = np.asarray(samples)
+    if array.ndim == 2:
+        channel_axis = 0 if array.shape[0] < array.shape[1] else 1
+        array = array.mean(axis=channel_axis)
+    if array.ndim != 1:
+        raise AudioError(f"audio array has shape {array.shape}; pass a 1-D (mono) or 2-D (channels) array")
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise AudioError("audio array contains NaN or infinite values; clean the signal before transcribing")
+    return array
+
+
+def decode_file(path: str | Path, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
+    """Decode a recording with PyAV, resampling and downmixing on the way."""
+    import av
+
+    path = Path(path)
+    _check_readable_file(path)
+    chunks: list[np.ndarray] = []
+    expected: float | None = None
+    damaged: Exception | None = None
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise AudioError(
+            f"{path}: not a readable audio or video file ({_short(error)}); "
+            "check the file, or convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav"
+        ) from error
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: the file has no audio stream; pass a recording with sound")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            expected = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            expected = container.duration / 1_000_000
+        # FFmpeg derives a WAV's duration from the file size; the header says what was recorded.
+        expected = _riff_claimed_duration(path) or expected
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                frame.pts = None  # let the resampler tolerate gaps in damaged files
+                for resampled in resampler.resample(frame):
+                    chunks.append(resampled.to_ndarray().reshape(-1).copy())
+        except (av.FFmpegError, ValueError, MemoryError) as error:
+            damaged = error
+        try:
+            for resampled in resampler.resample(None):
+                chunks.append(resampled.to_ndarray().reshape(-1).copy())
+        except (av.FFmpegError, ValueError):
+            pass
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    decoded = DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), expected_duration=expected)
+    if damaged is not None and decoded.duration == 0:
+        raise AudioError(
+            f"{path}: no audio could be decoded ({_short(damaged)}); the file is damaged or not audio"
+        )
+    if damaged is not None or _looks_truncated(decoded):
+        claimed = f" of {expected:.1f} s claimed by its header" if expected else ""
+        logger.warning(
+            "%s: file is damaged or cut short; transcribing the %.1f s that decoded%s",
+            path,
+            decoded.duration,
+            claimed,
+        )
+    return decoded
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory; pass an audio file (the CLI searches directories for you)")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise AudioError(f"{path}: cannot be opened ({error.strerror}); check its permissions") from error
+    if size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes); re-copy or re-record it")
+
+
+def _riff_claimed_duration(path: Path) -> float | None:
+    """Duration a WAV header claims (data chunk size / byte rate), or None for other files."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    position, byte_rate = 12, 0
+    while position + 8 <= len(head):
+        kind, size = head[position : position + 4], struct.unpack("<I", head[position + 4 : position + 8])[0]
+        if kind == b"fmt " and position + 16 <= len(head):
+            byte_rate = struct.unpack("<I", head[position + 16 : position + 20])[0]
+        if kind == b"data":
+            # 0 and 0xFFFFFFFF mean "unknown" (streamed or RF64 recordings).
+            if byte_rate and size not in (0, 0xFFFFFFFF):
+                return size / byte_rate
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _looks_truncated(decoded: DecodedAudio) -> bool:
+    # Headers of recordings cut short still claim the full length: trust them
+    # only when the gap is clearly more than codec padding.
+    if decoded.expected_duration is None or decoded.expected_duration <= 0:
+        return False
+    return decoded.duration < decoded.expected_duration - max(0.5, 0.02 * decoded.expected_duration)
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]
+
+
+def is_audio_path(path: Path) -> bool:
+    """Whether ``path`` has an extension the CLI treats as audio or video."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS

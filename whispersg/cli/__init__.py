@@ -1,0 +1,1 @@
+"""Command-line layers over the library: argument parsing and printing only."""

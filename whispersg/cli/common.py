@@ -1,0 +1,126 @@
+"""What every WhisperSG command shares: flags built from PipelineOptions, logging, error exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import MISSING, fields
+from typing import Any, Callable, Optional
+
+from whispersg.options import PipelineOptions
+
+logger = logging.getLogger("whispersg")
+
+GROUP_TITLES = {
+    "model": "model and hardware",
+    "asr": "decoding",
+    "vad": "voice activity detection",
+    "align": "word timestamps",
+    "diarize": "speaker diarization",
+}
+
+
+def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else convert(text)
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def _field_type(annotation: str) -> Callable[[str], Any]:
+    base = annotation.replace("Optional[", "").rstrip("]")
+    convert: Callable[[str], Any] = {"int": int, "float": float}.get(base, str)
+    return _none_or(convert) if annotation.startswith("Optional[") else convert
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+    """Add one flag per PipelineOptions field, grouped, with the field's default and help."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in fields(PipelineOptions):
+        meta = option.metadata
+        if option.name in exclude or meta.get("cli") is False:
+            continue
+        group_name = meta.get("group", "asr")
+        group = groups.get(group_name) or parser.add_argument_group(GROUP_TITLES.get(group_name, group_name))
+        groups[group_name] = group
+        default = option.default if option.default is not MISSING else None
+        help_text = meta.get("help", "")
+        if option.type in ("bool", bool):
+            names = [f"--{option.name}", *meta.get("flags", ())]
+            group.add_argument(*names, dest=option.name, action="store_const", const=True, default=None,
+                               help=f"{help_text} (default: {'on' if default else 'off'})")
+            group.add_argument(f"--no_{option.name}", dest=option.name, action="store_const", const=False,
+                               default=None, help=argparse.SUPPRESS if not default else f"turn off --{option.name}")
+            continue
+        names = [f"--{option.name}", *meta.get("flags", ())]
+        suffix = f" (default: {default})" if default is not None else ""
+        group.add_argument(*names, dest=option.name, type=_field_type(str(option.type)), default=None,
+                           choices=meta.get("choices"), help=help_text + suffix)
+
+
+def options_from_args(args: argparse.Namespace, base: Optional[PipelineOptions] = None) -> PipelineOptions:
+    """PipelineOptions from parsed flags: only flags the user gave override the defaults."""
+    from whispersg.pipeline import build_options
+
+    given = {
+        option.name: getattr(args, option.name)
+        for option in fields(PipelineOptions)
+        if getattr(args, option.name, None) is not None
+    }
+    return build_options(base, **given)
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output verbosity")
+    group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings")
+    group.add_argument("--verbose", "-v", action="store_true", help="log what each stage does")
+    group.add_argument("--debug", action="store_true", help="log everything and show tracebacks on errors")
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    from rich.logging import RichHandler
+
+    from whispersg.console import stderr_console
+
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handler = RichHandler(console=stderr_console(), show_time=False, show_path=args.debug, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("whispersg").setLevel(level)
+    if args.debug:
+        root.setLevel(logging.DEBUG)
+    logging.getLogger("faster_whisper").setLevel(logging.DEBUG if args.debug else logging.ERROR)
+
+
+def run_main(body: Callable[[], int], debug: bool) -> int:
+    """Run a command body: known errors print one line, anything else names --debug."""
+    from whispersg.console import print_error
+    from whispersg.errors import WhisperSGError
+
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print_error("interrupted; finished outputs are kept")
+        return 130
+    except WhisperSGError as error:
+        if debug:
+            raise
+        print_error(str(error))
+        return error.exit_code
+    except Exception as error:  # noqa: BLE001 - last line of defence for users
+        if debug:
+            raise
+        print_error(f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback)")
+        return 1
+
+
+def wants_debug(argv: list[str]) -> bool:
+    return "--debug" in argv
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)

@@ -1,0 +1,84 @@
+"""`whispersg models list|download|path`: inspect and fill the local model store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from whispersg.cli.common import run_main, wants_debug
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whispersg models", description="Manage the local Whisper model store.")
+    parser.add_argument("--model_dir", default=None, help="model store folder (default: $WHISPERSG_MODEL_DIR, ./models in a checkout, else ~/.cache/whispersg/models)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="show installed and downloadable models")
+    download = sub.add_parser("download", help="fetch a model into the store (needs a network)")
+    download.add_argument("name", help="model name (e.g. whispersg_small.en, small.en) or hub id owner/name")
+    download.add_argument("--force", action="store_true", help="download again even if present")
+    download.add_argument("--hf_token", default=None, help="Hugging Face token for gated or private models (never logged)")
+    path = sub.add_parser("path", help="print the folder a model name resolves to")
+    path.add_argument("name", nargs="?", default=None, help="model name or folder (default: the default model)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    store = Path(args.model_dir) if args.model_dir else None
+    commands = {"list": _list, "download": _download, "path": _path}
+    return run_main(lambda: commands[args.command](args, store), debug=wants_debug(argv or []))
+
+
+def _list(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from whispersg.models import (
+        BUILTIN_MODEL,
+        HUB_REPOS,
+        builtin_model_path,
+        default_store,
+        installed_models,
+        resolve_model,
+    )
+
+    store = store or default_store()
+    installed = installed_models(store)
+    default = resolve_model(None, store)
+    table = Table(title=f"model store: {store}")
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("location / source")
+    for name, path in installed.items():
+        status = "built-in" if name == BUILTIN_MODEL and path == builtin_model_path() else "installed"
+        if name == default.name:
+            status += ", default"
+        table.add_row(name, status, str(path))
+    for name, repo in HUB_REPOS.items():
+        if name not in installed:
+            table.add_row(name, "not installed", f"whispersg models download {name}  ({repo})")
+    Console().print(table)
+    return 0
+
+
+def _download(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from whispersg.console import stderr_console
+    from whispersg.models import download_model
+
+    with stderr_console().status(f"downloading {args.name}…"):
+        target = download_model(args.name, store, token=args.hf_token, force=args.force)
+    print(target)
+    return 0
+
+
+def _path(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from whispersg.models import resolve_model
+
+    print(resolve_model(args.name, store).path)
+    return 0

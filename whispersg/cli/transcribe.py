@@ -1,0 +1,236 @@
+"""`whispersg FILE_OR_DIR…`: transcribe recordings into txt/srt/vtt/tsv/json files.
+
+Also dispatches `whispersg models …`.  Parsing and printing only; the work
+is done by WhisperSGPipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from whispersg.cli.common import (
+    add_logging_arguments,
+    add_pipeline_arguments,
+    options_from_args,
+    run_main,
+    setup_logging,
+    wants_debug,
+)
+
+OUTPUT_FORMAT_CHOICES = ("all", "txt", "srt", "vtt", "tsv", "json", "rttm")
+SUBCOMMANDS = ("models",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whispersg",
+        description=(
+            "Transcribe recordings offline with Whisper tuned for Singaporean English: voice activity detection, "
+            "batched CTranslate2 inference, word timestamps, subtitle and transcript files. "
+            "Other commands: 'whispersg models list|download|path' manages the local model store."
+        ),
+    )
+    parser.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR",
+                        help="audio or video files, or folders searched recursively for them")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output_dir", default="output", help="folder for the output files (default: output)")
+    out.add_argument("-f", "--output_format", default="all", choices=OUTPUT_FORMAT_CHOICES,
+                     help="format of the output files; all = txt, srt, vtt, tsv and json (default: all)")
+    out.add_argument("--max_line_width", type=int, default=None,
+                     help="srt/vtt: wrap subtitle lines at this many characters")
+    out.add_argument("--max_line_count", type=int, default=None,
+                     help="srt/vtt: at most this many lines per subtitle (needs --max_line_width)")
+    out.add_argument("--highlight_words", action="store_true",
+                     help="srt/vtt: underline each word as it is spoken")
+    out.add_argument("--skip_existing", action="store_true",
+                     help="skip inputs whose output files all exist already (resume a batch)")
+    add_pipeline_arguments(parser)
+    add_logging_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"whispersg {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from whispersg import __version__
+
+    return __version__
+
+
+@dataclass
+class BatchReport:
+    done: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from whispersg.cli import models as models_cli
+
+        return models_cli.main(argv[1:])
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    if not args.inputs:
+        parser.print_help()
+        return 0
+    setup_logging(args)
+    return run_main(lambda: _transcribe_all(args), debug=wants_debug(argv))
+
+
+def formats_for(args: argparse.Namespace) -> list[str]:
+    from whispersg.writers import TEXT_FORMATS
+
+    if args.output_format != "all":
+        return [args.output_format]
+    return [*TEXT_FORMATS, "rttm"] if args.diarize else list(TEXT_FORMATS)
+
+
+def _transcribe_all(args: argparse.Namespace) -> int:
+    from whispersg.console import print_error, print_warning, stderr_console
+    from whispersg.errors import OptionError
+    from whispersg.inputs import collect_inputs, output_stems
+
+    if args.max_line_count and not args.max_line_width:
+        raise OptionError("--max_line_count needs --max_line_width")
+    if args.max_line_width is not None and args.max_line_width < 1:
+        raise OptionError(f"--max_line_width must be positive (got {args.max_line_width})")
+    options = options_from_args(args)
+    if args.output_format == "rttm" and not options.diarize:
+        raise OptionError("--output_format rttm needs --diarize (speaker turns come from diarization)")
+    report = BatchReport()
+    inputs, input_errors = collect_inputs(args.inputs)
+    for path, message in input_errors:
+        print_error(message)
+        report.failed.append((path, message))
+    output_dir = Path(args.output_dir)
+    formats = formats_for(args)
+    stems = output_stems(inputs)
+    pending = []
+    for path in inputs:
+        targets = [output_dir / f"{stems[path]}.{fmt}" for fmt in formats]
+        if args.skip_existing and all(t.exists() for t in targets):
+            report.skipped.append(path)
+        else:
+            pending.append((path, targets))
+    if pending:
+        pipeline = _load_pipeline(options, args.quiet)
+        writer_options = {
+            "max_line_width": args.max_line_width,
+            "max_line_count": args.max_line_count,
+            "highlight_words": args.highlight_words,
+        }
+        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug)
+    for path in report.skipped:
+        if not args.quiet:
+            print_warning(f"{path}: outputs exist, skipped (--skip_existing)")
+    _print_summary(report, args.quiet, stderr_console())
+    return 1 if report.failed else 0
+
+
+def _load_pipeline(options, quiet: bool):
+    from whispersg.console import stderr_console
+    from whispersg.pipeline import WhisperSGPipeline
+
+    console = stderr_console()
+    with console.status("loading model…", spinner="dots") if not quiet else _nullcontext():
+        pipeline = WhisperSGPipeline(options)
+    if not quiet:
+        console.print(f"model [bold]{pipeline.model_name}[/] ({pipeline.model.path})", highlight=False)
+    return pipeline
+
+
+def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from whispersg.console import print_error, stderr_console
+    from whispersg.errors import WhisperSGError
+    from whispersg.pipeline import format_segment_line
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        disable=quiet,
+        transient=True,
+    )
+    with progress:
+        overall = progress.add_task("all files", total=len(pending))
+        for path, targets in pending:
+            file_task = progress.add_task(_short_name(path), total=1.0)
+
+            # With speakers, lines are printed once they are known (after diarization).
+            stream_lines = not quiet and not pipeline.options.diarize
+
+            def on_progress(done: float, total: float, segments, task=file_task) -> None:
+                progress.update(task, completed=done / total if total else 1.0)
+                if stream_lines:
+                    for segment in segments:
+                        print(format_segment_line(segment), flush=True)
+
+            try:
+                transcript = pipeline.transcribe(path, progress=on_progress)
+                if not quiet and not stream_lines:
+                    for segment in transcript.segments:
+                        print(format_segment_line(segment), flush=True)
+                for target in targets:
+                    transcript.write(target, target.suffix.lstrip("."), **writer_options)
+            except Exception as error:  # one bad file must not stop the batch
+                if isinstance(error, WhisperSGError):
+                    message = str(error)
+                else:
+                    message = f"{path}: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"
+                if debug:
+                    logging.getLogger("whispersg").exception("%s failed", path)
+                print_error(message)
+                report.failed.append((path, message))
+            else:
+                report.done.append(path)
+                report.audio_seconds += transcript.duration
+                if not quiet:
+                    stderr_console().print(f"[green]✓[/] {path} → {', '.join(str(t) for t in targets)}", highlight=False)
+            progress.remove_task(file_task)
+            progress.advance(overall)
+
+
+def _short_name(path: Path, width: int = 32) -> str:
+    name = path.name
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _print_summary(report: BatchReport, quiet: bool, console) -> None:
+    wall = time.perf_counter() - report.started
+    if quiet and not report.failed:
+        return
+    rtf = wall / report.audio_seconds if report.audio_seconds else 0.0
+    console.print(
+        f"{len(report.done)} transcribed, {len(report.failed)} failed, {len(report.skipped)} skipped · "
+        f"{report.audio_seconds / 60:.1f} min of audio in {wall:.1f} s (real-time factor {rtf:.3f})",
+        highlight=False,
+    )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

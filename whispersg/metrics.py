@@ -1,0 +1,63 @@
+"""Scoring shared by tests, benchmarks and fine-tuning: WER after Whisper's English normaliser.
+
+Needs the ``[test]`` extra (jiwer, whisper-normalizer); imported only by code that scores.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable
+
+
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def normalize(text: str) -> str:
+    """Lower-case, strip punctuation, spell numbers consistently (Whisper's English normaliser)."""
+    return " ".join(_normalizer()(text).split())
+
+
+def corpus_wer(references: Iterable[str], hypotheses: Iterable[str]) -> float:
+    """Word error rate over a whole corpus (total errors / total reference words), normalised."""
+    import jiwer
+
+    refs = [normalize(r) for r in references]
+    hyps = [normalize(h) for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r]
+    if not keep:
+        raise ValueError("no reference words to score against")
+    return float(jiwer.wer([refs[i] for i in keep], [hyps[i] for i in keep]))
+
+
+def read_rttm(path) -> list:
+    """Speaker turns from an RTTM file."""
+    from pathlib import Path
+
+    from whispersg.types import SpeakerTurn
+
+    turns = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0] == "SPEAKER":
+            start, duration = float(parts[3]), float(parts[4])
+            turns.append(SpeakerTurn(start, start + duration, parts[7]))
+    return turns
+
+
+def diarization_error_rate(reference: list, hypothesis: list, collar: float = 0.25) -> float:
+    """DER (pyannote.metrics) between two lists of SpeakerTurn, with a forgiveness collar in seconds."""
+    from pyannote.core import Annotation
+    from pyannote.core import Segment as Span
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns) -> Annotation:
+        result = Annotation()
+        for index, turn in enumerate(turns):
+            result[Span(turn.start, turn.end), index] = turn.speaker
+        return result
+
+    return float(DiarizationErrorRate(collar=collar)(annotation(reference), annotation(hypothesis)))

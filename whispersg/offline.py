@@ -1,0 +1,39 @@
+"""The offline guarantee: no hub lookups, no telemetry, unless the user asks for a download.
+
+``enforce_offline()`` runs before any dependency that could talk to the
+network is imported by the pipeline; ``allow_downloads()`` is called only by
+``whispersg models download``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "PYANNOTE_METRICS_ENABLED": "0",  # pyannote.audio's usage telemetry opt-out
+    "DO_NOT_TRACK": "1",
+}
+
+
+def enforce_offline() -> None:
+    """Switch every dependency we use into offline mode, also if it was imported already."""
+    os.environ.update(OFFLINE_ENV)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+def allow_downloads() -> None:
+    """Lift the hub's offline mode for an explicit download (telemetry stays off)."""
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    os.environ["TRANSFORMERS_OFFLINE"] = "0"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = False

@@ -1,0 +1,173 @@
+"""PipelineOptions: every transcription setting, its default and its help text, in one place.
+
+The library (``WhisperSGPipeline``), the ``whispersg`` CLI and the live CLI all
+read these fields; the CLIs build their flags from the field metadata, so a
+flag name, default or help text is never written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
+
+from whispersg.errors import OptionError
+
+
+def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optional[tuple] = None, group: str = "asr", **extra: Any) -> Any:
+    """A dataclass field carrying its CLI help text, extra flag spellings and allowed values."""
+    metadata = {"help": help, "flags": flags, "choices": choices, "group": group, **extra}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class PipelineOptions:
+    """Settings of ``WhisperSGPipeline``; names follow WhisperX's CLI where one exists."""
+
+    # --- model ---
+    model: Optional[str] = _opt(
+        None,
+        "model name (whispersg_small.en, small.en, tiny.en, base, large-v3, ...) or a CTranslate2 model folder; "
+        "default: whispersg_small.en, else small.en, else the built-in tiny.en",
+        group="model",
+    )
+    model_dir: Optional[str] = _opt(None, "model store folder (default: $WHISPERSG_MODEL_DIR, else ./models in a checkout, else ~/.cache/whispersg/models)", group="model")
+    device: str = _opt("auto", "device for inference", choices=("auto", "cpu", "cuda"), group="model")
+    device_index: int = _opt(0, "index of the CUDA device", group="model")
+    compute_type: str = _opt(
+        "auto",
+        "CTranslate2 compute type; auto = int8 on CPU, float16 on CUDA",
+        choices=("auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"),
+        group="model",
+    )
+    threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model")
+    batch_size: int = _opt(8, "number of 30 s chunks decoded together", group="model")
+
+    # --- task ---
+    task: str = _opt("transcribe", "transcribe speech, or translate it to English (multilingual models only)", choices=("transcribe", "translate"))
+    language: Optional[str] = _opt(None, "language spoken (e.g. en); default: en for English-only models, else detected")
+
+    # --- voice activity detection ---
+    vad_method: str = _opt("silero", "voice activity detector; none decodes the whole file", choices=("silero", "pyannote", "none"), group="vad")
+    vad_onset: float = _opt(0.400, "speech probability above which speech starts", group="vad")
+    vad_offset: float = _opt(0.300, "speech probability below which speech ends", group="vad")
+    chunk_size: float = _opt(30.0, "longest stretch of audio (s) decoded as one chunk (at most 30)", group="vad")
+    chunk_context: float = _opt(30.0, "audio (s) around the speech kept in each chunk, up to --chunk_size and the neighbouring chunks", group="vad")
+    min_speech_duration: float = _opt(0.0, "drop speech regions shorter than this (s)", group="vad")
+    min_silence_duration: float = _opt(0.16, "silence (s) needed to end a speech region", group="vad")
+    speech_pad: float = _opt(0.2, "padding (s) added on each side of a speech region", group="vad")
+
+    # --- decoding ---
+    beam_size: int = _opt(5, "beam width of beam search (1 = greedy)")
+    best_of: int = _opt(5, "candidates sampled at a non-zero temperature")
+    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates (2 measured lower WER at no measurable cost)")
+    length_penalty: float = _opt(1.0, "exponential length penalty")
+    temperature: float = _opt(0.0, "sampling temperature of the first decode")
+    temperature_increment_on_fallback: Optional[float] = _opt(
+        0.2, "temperature step when a decode fails the thresholds below (0 or none disables fallback)"
+    )
+    compression_ratio_threshold: Optional[float] = _opt(2.4, "gzip compression ratio above which a decode counts as failed (repetition)")
+    log_prob_threshold: Optional[float] = _opt(-1.0, "average log probability below which a decode counts as failed", flags=("--logprob_threshold",))
+    no_speech_threshold: Optional[float] = _opt(0.6, "no-speech probability above which a low-confidence chunk is dropped as silence")
+    condition_on_previous_text: bool = _opt(False, "prompt each chunk with the previous chunk's text (can propagate errors)")
+    initial_prompt: Optional[str] = _opt(None, "text to prompt the first chunk with (style, spelling of names)")
+    hotwords: Optional[str] = _opt(None, "words or phrases to bias decoding towards (names, jargon)")
+    suppress_tokens: str = _opt("-1", "comma-separated token ids to suppress; -1 = Whisper's default symbol set")
+    suppress_numerals: bool = _opt(False, "suppress digits and symbols so numbers are spelled out")
+    max_new_tokens: Optional[int] = _opt(None, "cap on tokens generated per chunk")
+
+    # --- word timestamps ---
+    align: bool = _opt(True, "time every word (turn off with --no_align)", flags=("--word_timestamps",), group="align")
+    align_method: str = _opt("attention", "word timing: Whisper's cross-attention (no extra model) or wav2vec2 CTC alignment",
+                             choices=("attention", "wav2vec2"), group="align")
+    align_model: Optional[str] = _opt(None, "wav2vec2 CTC model folder (or a name in the model store) for --align_method wav2vec2", group="align")
+    interpolate_method: str = _opt("nearest", "how words the aligner cannot time (numbers, symbols) get times",
+                                   choices=("nearest", "linear", "ignore"), group="align")
+    return_char_alignments: bool = _opt(False, "wav2vec2: include character timings in the JSON output", group="align")
+
+    # --- speaker diarization ---
+    diarize: bool = _opt(False, "label speakers (offline, built-in models; needs the [diarize] extra)", group="diarize")
+    diarize_model: Optional[str] = _opt(None, "use a pyannote.audio pipeline (local folder or downloaded hub id) instead of the built-in diarizer", group="diarize")
+    num_speakers: Optional[int] = _opt(None, "exact number of speakers, if known", group="diarize")
+    min_speakers: Optional[int] = _opt(None, "at least this many speakers", group="diarize")
+    max_speakers: Optional[int] = _opt(None, "at most this many speakers", group="diarize")
+
+    # --- credentials (downloads only) ---
+    hf_token: Optional[str] = _opt(None, "Hugging Face token, used only by downloads; never logged", group="model", cli=False)
+
+    def validate(self) -> "PipelineOptions":
+        """Check values that argparse cannot; raise OptionError naming the flag and the fix."""
+        if self.batch_size < 1:
+            raise OptionError(f"--batch_size must be a positive integer (got {self.batch_size})")
+        if self.beam_size < 1:
+            raise OptionError(f"--beam_size must be at least 1 (got {self.beam_size})")
+        if self.best_of < 1:
+            raise OptionError(f"--best_of must be at least 1 (got {self.best_of})")
+        if self.threads < 0:
+            raise OptionError(f"--threads must be 0 (all cores) or positive (got {self.threads})")
+        if not 0 < self.chunk_size <= 30:
+            raise OptionError(f"--chunk_size must be in (0, 30] seconds (got {self.chunk_size})")
+        if self.chunk_context < 0:
+            raise OptionError(f"--chunk_context must be >= 0 seconds (got {self.chunk_context})")
+        if not 0 <= self.vad_offset <= 1 or not 0 <= self.vad_onset <= 1:
+            raise OptionError("--vad_onset and --vad_offset are probabilities between 0 and 1")
+        if self.temperature < 0:
+            raise OptionError(f"--temperature must be >= 0 (got {self.temperature})")
+        if self.task not in ("transcribe", "translate"):
+            raise OptionError(f"--task must be transcribe or translate (got {self.task!r})")
+        if self.vad_method not in ("silero", "pyannote", "none"):
+            raise OptionError(f"--vad_method must be silero, pyannote or none (got {self.vad_method!r})")
+        if self.language is not None:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+            if self.language not in _LANGUAGE_CODES:
+                raise OptionError(
+                    f"--language {self.language!r} is not a Whisper language code; use a code such as en, ms, zh, ta"
+                )
+        if self.align_method == "wav2vec2" and not self.align_model:
+            raise OptionError("--align_method wav2vec2 needs --align_model PATH (a local Wav2Vec2ForCTC folder)")
+        if self.align_model and self.align_method != "wav2vec2":
+            self.align_method = "wav2vec2"
+        self.speaker_count().validate()
+        self.suppress_token_ids()
+        return self
+
+    def speaker_count(self):
+        from whispersg.diarization import SpeakerCount
+
+        return SpeakerCount(self.num_speakers, self.min_speakers, self.max_speakers)
+
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperature schedule: the first value, then fallback steps up to 1.0."""
+        step = self.temperature_increment_on_fallback
+        if not step or step <= 0:
+            return (self.temperature,)
+        values, t = [], self.temperature
+        while t <= 1.0 + 1e-6:
+            values.append(round(t, 4))
+            t += step
+        return tuple(values)
+
+    def suppress_token_ids(self) -> list[int]:
+        try:
+            return [int(t) for t in str(self.suppress_tokens).split(",") if t.strip()]
+        except ValueError as error:
+            raise OptionError(f"--suppress_tokens must be comma-separated integers (got {self.suppress_tokens!r})") from error
+
+    def updated(self, **changes: Any) -> "PipelineOptions":
+        return replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+# The original WhisperSG constructor's keyword names, mapped to today's options.
+LEGACY_KEYWORDS = {
+    "whisper_model_name": "model",
+    "cache_dir": "model_dir",
+    "alignment": "align",
+    "word_timestamps": "align",
+    "logprob_threshold": "log_prob_threshold",
+    "diarization": "diarize",
+    "align_model_name": "align_model",
+}

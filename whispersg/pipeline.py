@@ -1,0 +1,173 @@
+"""WhisperSGPipeline: composes the stages, nothing else.
+
+audio → VAD → ASR (batched Whisper) → word timing → diarization (beside ASR)
+→ speaker assignment → Transcript.  Models load once in the constructor;
+``transcribe`` can then be called for many files, and from several threads
+(the live transcriber and the service share one pipeline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Optional
+
+from whispersg.audio import SAMPLE_RATE, AudioSource, load_audio
+from whispersg.errors import OptionError
+from whispersg.offline import enforce_offline
+from whispersg.options import LEGACY_KEYWORDS, PipelineOptions
+from whispersg.types import Segment, Transcript
+
+logger = logging.getLogger(__name__)
+
+
+def build_options(options: Optional[PipelineOptions] = None, **keywords: Any) -> PipelineOptions:
+    """Merge keyword arguments (today's names or the original WhisperSG ones) into options."""
+    known = PipelineOptions.field_names()
+    changes: dict[str, Any] = {}
+    for key, value in keywords.items():
+        name = LEGACY_KEYWORDS.get(key, key)
+        if name not in known:
+            raise OptionError(f"unknown option {key!r}; see help(whispersg.PipelineOptions) for the valid names")
+        changes[name] = value
+    if "temperature" in changes and isinstance(changes["temperature"], (list, tuple)):
+        # faster-whisper style schedule: first value, then its step.
+        schedule = [float(t) for t in changes["temperature"]]
+        changes["temperature"] = schedule[0]
+        changes["temperature_increment_on_fallback"] = schedule[1] - schedule[0] if len(schedule) > 1 else None
+    if isinstance(changes.get("suppress_tokens"), (list, tuple)):
+        changes["suppress_tokens"] = ",".join(str(t) for t in changes["suppress_tokens"])
+    base = options or PipelineOptions()
+    return base.updated(**changes).validate()
+
+
+class WhisperSGPipeline:
+    """Offline transcription of recordings with VAD, batched Whisper, word timing and speakers.
+
+    >>> pipeline = WhisperSGPipeline()                # default model, offline
+    >>> transcript = pipeline.transcribe("call.wav")
+    >>> transcript.write("call.srt")
+    """
+
+    def __init__(self, options: Optional[PipelineOptions] = None, **keywords: Any) -> None:
+        from whispersg.asr import WhisperDecoder
+        from whispersg.models import fallback_warning, load_whisper, resolve_model
+
+        enforce_offline()
+        self.options = build_options(options, **keywords)
+        opts = self.options
+        self._threads = opts.threads or os.cpu_count() or 1
+        self._store = Path(opts.model_dir) if opts.model_dir else None
+        self.model = resolve_model(opts.model, self._store)
+        warning = fallback_warning(self.model)
+        if warning:
+            logger.warning(warning)
+        self.whisper = load_whisper(
+            self.model,
+            device=opts.device,
+            device_index=opts.device_index,
+            compute_type=opts.compute_type,
+            threads=self._threads,
+        )
+        self.decoder = WhisperDecoder(self.whisper)
+        self.decoder.check_task(opts, self.model.name)
+        self._aligners: dict[str, Any] = {}
+        self._diarizers: dict[Optional[str], Any] = {}
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whispersg-diarize")
+        # Load what the options ask for now, so the first file is not slower than the rest.
+        self._aligner(opts)
+        self._diarizer(opts)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def _aligner(self, opts: PipelineOptions):
+        if not opts.align or opts.align_method != "wav2vec2":
+            return None
+        key = str(opts.align_model)
+        if key not in self._aligners:
+            from whispersg.alignment import Wav2Vec2Aligner
+
+            path = Path(opts.align_model)
+            if not path.exists() and self._store_dir().joinpath(opts.align_model).exists():
+                path = self._store_dir() / opts.align_model
+            self._aligners[key] = Wav2Vec2Aligner(path, device="cuda" if self.whisper.model.device == "cuda" else "cpu")
+        return self._aligners[key]
+
+    def _diarizer(self, opts: PipelineOptions):
+        if not opts.diarize:
+            return None
+        if opts.diarize_model not in self._diarizers:
+            from whispersg.diarization import EmbeddedDiarizer, PyannoteDiarizer
+
+            if opts.diarize_model:
+                self._diarizers[opts.diarize_model] = PyannoteDiarizer(opts.diarize_model, token=opts.hf_token)
+            else:
+                self._diarizers[None] = EmbeddedDiarizer(threads=self._threads)
+        return self._diarizers[opts.diarize_model]
+
+    def _store_dir(self) -> Path:
+        from whispersg.models import default_store
+
+        return self._store or default_store()
+
+    def transcribe(self, audio: AudioSource, *, progress=None, **overrides: Any) -> Transcript:
+        """Transcribe a file path or a 16 kHz float32 array; keyword overrides apply to this call only."""
+        from whispersg.alignment import align
+        from whispersg.asr import chunks_from_regions, split_at_sentences
+        from whispersg.speakers import assign_speakers
+        from whispersg.vad import VadSettings, detect_speech, pack_regions
+
+        opts = build_options(self.options, **overrides) if overrides else self.options
+        if overrides:
+            self.decoder.check_task(opts, self.model.name)
+        samples = load_audio(audio)
+        duration = len(samples) / SAMPLE_RATE
+        settings = VadSettings(
+            method=opts.vad_method,
+            onset=opts.vad_onset,
+            offset=opts.vad_offset,
+            min_speech_duration=opts.min_speech_duration,
+            min_silence_duration=opts.min_silence_duration,
+            speech_pad=opts.speech_pad,
+            chunk_size=opts.chunk_size,
+        )
+        regions = detect_speech(samples, settings)
+        diarizer = self._diarizer(opts)
+        # Diarization needs only the decoded audio: run it beside speech recognition.
+        turns_future = self._background.submit(diarizer.diarize, samples, opts.speaker_count()) if diarizer else None
+        chunks = chunks_from_regions(pack_regions(regions, opts.chunk_size), duration, opts.chunk_context, opts.chunk_size)
+        segments, language = self.decoder.transcribe(samples, chunks, opts, progress=progress)
+        if opts.align:
+            segments = align(segments, samples, self._aligner(opts), opts.interpolate_method, opts.return_char_alignments)
+            segments = [piece for segment in segments for piece in split_at_sentences(segment)]
+        turns = turns_future.result() if turns_future else []
+        if turns:
+            segments = assign_speakers(segments, turns)
+        return Transcript(
+            segments=segments,
+            language=language,
+            duration=duration,
+            speaker_turns=turns,
+            source=None if hasattr(audio, "shape") else str(audio),
+        )
+
+    __call__ = transcribe
+
+
+def print_transcription(transcript: Transcript, show_timestamps: bool = True) -> None:
+    """Print a transcript to stdout, one segment a line (kept from the original WhisperSG)."""
+    for segment in transcript.segments:
+        print(format_segment_line(segment, show_timestamps))
+
+
+def format_segment_line(segment: Segment, show_timestamps: bool = True) -> str:
+    from whispersg.writers import format_timestamp
+
+    speaker = f"[{segment.speaker}]: " if segment.speaker else ""
+    if not show_timestamps:
+        return f"{speaker}{segment.text.strip()}"
+    return f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {speaker}{segment.text.strip()}"

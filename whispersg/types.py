@@ -1,0 +1,178 @@
+"""Typed results: Word, Segment, SpeakerTurn and Transcript.
+
+The JSON produced by ``Transcript.to_dict()`` follows WhisperX's schema
+(``segments[].words[]`` with ``start``, ``end``, ``score`` and optional
+``speaker``, plus ``word_segments`` and ``language``) so tools written for
+WhisperX output read ours unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+
+def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if value is None else round(float(value), digits)
+
+
+@dataclass
+class Word:
+    """One word with its time span (seconds) and a confidence score in [0, 1]."""
+
+    word: str
+    start: Optional[float] = None
+    end: Optional[float] = None
+    score: Optional[float] = None
+    speaker: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"word": self.word}
+        if self.start is not None:
+            out["start"] = _rounded(self.start)
+        if self.end is not None:
+            out["end"] = _rounded(self.end)
+        if self.score is not None:
+            out["score"] = _rounded(self.score)
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Word":
+        return cls(
+            word=data["word"],
+            start=data.get("start"),
+            end=data.get("end"),
+            score=data.get("score"),
+            speaker=data.get("speaker"),
+        )
+
+
+@dataclass
+class Segment:
+    """A stretch of speech: text, span, optional words and speaker, decoder statistics."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    speaker: Optional[str] = None
+    avg_logprob: Optional[float] = None
+    no_speech_prob: Optional[float] = None
+    compression_ratio: Optional[float] = None
+    temperature: Optional[float] = None
+    chars: Optional[list[dict[str, Any]]] = None  # character timings (wav2vec2 alignment, on request)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "start": _rounded(self.start),
+            "end": _rounded(self.end),
+            "text": self.text,
+            "words": [w.to_dict() for w in self.words],
+        }
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        for name in ("avg_logprob", "no_speech_prob", "compression_ratio", "temperature"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _rounded(value, 4)
+        if self.chars is not None:
+            out["chars"] = self.chars
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Segment":
+        return cls(
+            start=data["start"],
+            end=data["end"],
+            text=data["text"],
+            words=[Word.from_dict(w) for w in data.get("words", [])],
+            speaker=data.get("speaker"),
+            avg_logprob=data.get("avg_logprob"),
+            no_speech_prob=data.get("no_speech_prob"),
+            compression_ratio=data.get("compression_ratio"),
+            temperature=data.get("temperature"),
+            chars=data.get("chars"),
+        )
+
+
+@dataclass
+class SpeakerTurn:
+    """A diarization turn: who spoke from ``start`` to ``end`` (seconds)."""
+
+    start: float
+    end: float
+    speaker: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": _rounded(self.start), "end": _rounded(self.end), "speaker": self.speaker}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpeakerTurn":
+        return cls(start=data["start"], end=data["end"], speaker=data["speaker"])
+
+
+@dataclass
+class Transcript:
+    """The result of transcribing one recording."""
+
+    segments: list[Segment]
+    language: str = "en"
+    duration: float = 0.0
+    speaker_turns: list[SpeakerTurn] = field(default_factory=list)
+    source: Optional[str] = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    @property
+    def speakers(self) -> list[str]:
+        names = {t.speaker for t in self.speaker_turns}
+        names.update(s.speaker for s in self.segments if s.speaker)
+        return sorted(names)
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "segments": [s.to_dict() for s in self.segments],
+            "word_segments": [w.to_dict() for w in self.words],
+            "language": self.language,
+            "duration": _rounded(self.duration),
+        }
+        if self.speaker_turns:
+            out["speaker_turns"] = [t.to_dict() for t in self.speaker_turns]
+        if self.source is not None:
+            out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+        return cls(
+            segments=[Segment.from_dict(s) for s in data.get("segments", [])],
+            language=data.get("language", "en"),
+            duration=data.get("duration", 0.0),
+            speaker_turns=[SpeakerTurn.from_dict(t) for t in data.get("speaker_turns", [])],
+            source=data.get("source"),
+        )
+
+    def write(self, path: str | Path, output_format: Optional[str] = None, **writer_options: Any) -> Path:
+        """Write this transcript to ``path`` atomically; the format defaults to the file's suffix."""
+        from whispersg.writers import write_transcript
+
+        return write_transcript(self, path, output_format=output_format, **writer_options)

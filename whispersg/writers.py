@@ -1,0 +1,219 @@
+"""Output writers: txt, srt, vtt, tsv, json and rttm, each written atomically.
+
+Every writer renders the whole file in memory, writes it to a temporary file
+beside the target and renames it into place, so an interrupted run never
+leaves a half-written transcript behind.  Subtitle line breaking follows
+openai-whisper's writers (``max_line_width``, ``max_line_count``,
+``highlight_words``); speaker labels appear as ``[SPEAKER_00]:`` prefixes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from whispersg.errors import OptionError, OutputError
+from whispersg.types import SpeakerTurn, Transcript, Word
+
+TEXT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+ALL_FORMATS = (*TEXT_FORMATS, "rttm")
+
+
+@dataclass(frozen=True)
+class SubtitleOptions:
+    max_line_width: Optional[int] = None
+    max_line_count: Optional[int] = None
+    highlight_words: bool = False
+
+
+def format_timestamp(seconds: float, decimal_marker: str = ".", always_include_hours: bool = False) -> str:
+    milliseconds = max(0, int(round(seconds * 1000.0)))
+    hours, milliseconds = divmod(milliseconds, 3_600_000)
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    secs, milliseconds = divmod(milliseconds, 1000)
+    hours_part = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{hours_part}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
+
+
+def _speaker_prefix(speaker: Optional[str]) -> str:
+    return f"[{speaker}]: " if speaker else ""
+
+
+def render_txt(transcript: Transcript, **_: object) -> str:
+    return "".join(f"{_speaker_prefix(s.speaker)}{s.text.strip()}\n" for s in transcript.segments if s.text.strip())
+
+
+def render_tsv(transcript: Transcript, **_: object) -> str:
+    lines = ["start\tend\ttext"]
+    for segment in transcript.segments:
+        text = (_speaker_prefix(segment.speaker) + segment.text.strip()).replace("\t", " ")
+        lines.append(f"{int(round(segment.start * 1000))}\t{int(round(segment.end * 1000))}\t{text}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(transcript: Transcript, **_: object) -> str:
+    return json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n"
+
+
+def render_rttm(transcript: Transcript, **_: object) -> str:
+    uri = Path(transcript.source).stem if transcript.source else "audio"
+    uri = uri.replace(" ", "_") or "audio"
+    # Without diarization turns, fall back to the speaker-labelled segments.
+    turns = transcript.speaker_turns or [
+        SpeakerTurn(s.start, s.end, s.speaker) for s in transcript.segments if s.speaker
+    ]
+    return "".join(
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n" for t in turns
+    )
+
+
+def _subtitle_cues(transcript: Transcript, options: SubtitleOptions) -> Iterator[tuple[float, float, str]]:
+    """Cues (start, end, text) honouring line width/count and word highlighting."""
+    if not options.max_line_width and not options.max_line_count and not options.highlight_words:
+        for segment in transcript.segments:
+            if segment.text.strip():
+                yield segment.start, segment.end, _speaker_prefix(segment.speaker) + segment.text.strip().replace("-->", "->")
+        return
+    for segment in transcript.segments:
+        words = [w for w in segment.words if w.word.strip()] or [Word(segment.text.strip(), segment.start, segment.end)]
+        for cue_words, lines in _break_lines(words, options):
+            prefix = _speaker_prefix(segment.speaker)
+            start = cue_words[0].start if cue_words[0].start is not None else segment.start
+            end = cue_words[-1].end if cue_words[-1].end is not None else segment.end
+            if options.highlight_words:
+                # One cue per word: the cue's text with the current word underlined.
+                last_end = start
+                for index, word in enumerate(cue_words):
+                    if word.start is None or word.end is None:
+                        continue
+                    if last_end < word.start:
+                        yield last_end, word.start, prefix + _render_cue_text(cue_words, lines, None)
+                    highlighted = _render_cue_text(cue_words, lines, index)
+                    yield word.start, word.end, prefix + highlighted
+                    last_end = word.end
+                if last_end < end:
+                    yield last_end, end, prefix + _render_cue_text(cue_words, lines, None)
+            else:
+                yield start, end, prefix + _render_cue_text(cue_words, lines, None)
+
+
+def _break_lines(words: list[Word], options: SubtitleOptions) -> Iterator[tuple[list[Word], list[list[int]]]]:
+    """Split words into cues of at most max_line_count lines of at most max_line_width characters."""
+    width = options.max_line_width or 1000
+    count = options.max_line_count or 1000
+    cue: list[Word] = []
+    lines: list[list[int]] = [[]]
+    line_length = 0
+    for word in words:
+        text = word.word.strip()
+        needed = len(text) + (1 if lines[-1] else 0)
+        if lines[-1] and line_length + needed > width:
+            if len(lines) >= count:
+                yield cue, lines
+                cue, lines, line_length = [], [[]], 0
+            else:
+                lines.append([])
+                line_length = 0
+            needed = len(text)
+        cue.append(word)
+        lines[-1].append(len(cue) - 1)
+        line_length += needed
+    if cue:
+        yield cue, lines
+
+
+def _render_cue_text(cue: list[Word], lines: list[list[int]], underline: Optional[int]) -> str:
+    rendered = []
+    for line in lines:
+        parts = []
+        for index in line:
+            text = cue[index].word.strip().replace("-->", "->")
+            parts.append(f"<u>{text}</u>" if index == underline else text)
+        rendered.append(" ".join(parts))
+    return "\n".join(rendered)
+
+
+def render_srt(transcript: Transcript, **options: object) -> str:
+    blocks = []
+    for index, (start, end, text) in enumerate(_cues(transcript, options), start=1):
+        blocks.append(
+            f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n{text}\n"
+        )
+    return "\n".join(blocks)
+
+
+def render_vtt(transcript: Transcript, **options: object) -> str:
+    blocks = ["WEBVTT\n"]
+    for start, end, text in _cues(transcript, options):
+        blocks.append(f"{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n{text}\n")
+    return "\n".join(blocks)
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    "txt": render_txt,
+    "srt": render_srt,
+    "vtt": render_vtt,
+    "tsv": render_tsv,
+    "json": render_json,
+    "rttm": render_rttm,
+}
+
+
+def render(transcript: Transcript, output_format: str, **options: object) -> str:
+    if output_format not in RENDERERS:
+        raise OptionError(f"unknown output format {output_format!r}; choose from {', '.join(ALL_FORMATS)}")
+    return RENDERERS[output_format](transcript, **options)
+
+
+def write_transcript(transcript: Transcript, path: str | Path, output_format: Optional[str] = None, **options: object) -> Path:
+    """Render ``transcript`` and write it to ``path`` atomically."""
+    path = Path(path)
+    output_format = output_format or path.suffix.lstrip(".").lower()
+    atomic_write_text(path, render(transcript, output_format, **options))
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise _output_error(path, error) from error
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise _output_error(path, error) from error
+        raise
+
+
+def _output_error(path: Path, error: OSError) -> OutputError:
+    if error.errno == errno.ENOSPC:
+        return OutputError(f"{path}: no space left on the device; free some space or pass another --output_dir")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"{path}: the output folder is not writable; pass a writable --output_dir")
+    return OutputError(f"{path}: cannot write ({error.strerror or error}); pass another --output_dir")
+
+
+def _cues(transcript: Transcript, options: dict) -> Iterator[tuple[float, float, str]]:
+    subtitle = SubtitleOptions(
+        max_line_width=options.get("max_line_width"),  # type: ignore[arg-type]
+        max_line_count=options.get("max_line_count"),  # type: ignore[arg-type]
+        highlight_words=bool(options.get("highlight_words", False)),
+    )
+    return _subtitle_cues(transcript, subtitle)
