@@ -126,3 +126,18 @@ def test_download_cli_in_network_namespace_fails_within_5_seconds(tmp_path, cli_
     assert "downloads need a network" in result.stderr
     assert "Traceback" not in result.stderr
     assert elapsed < 5 + 3  # 5 s budget for the network check, plus interpreter start-up
+
+
+def test_unsupported_compute_type_falls_back_with_a_warning(caplog):
+    import ctranslate2
+
+    from whispersg.errors import OptionError
+    from whispersg.models import resolve_compute_type
+
+    assert resolve_compute_type("auto", "cpu") == "int8"
+    if "float16" not in ctranslate2.get_supported_compute_types("cpu"):
+        with caplog.at_level(logging.WARNING):
+            assert resolve_compute_type("float16", "cpu") == "int8"
+        assert any("not supported on cpu" in r.getMessage() for r in caplog.records)
+    with pytest.raises(OptionError, match="unknown"):
+        resolve_compute_type("int3", "cpu")

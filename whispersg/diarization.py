@@ -146,7 +146,11 @@ class PyannoteDiarizer:
         try:
             from pyannote.audio import Pipeline
         except ImportError as error:
-            raise missing_extra(f"--diarize_model {model}", "pyannote", "pyannote.audio") from error
+            # pyannote.audio needs torchaudio, which has no release for our torch: it is no extra of ours.
+            raise DependencyError(
+                f"--diarize_model {model} needs pyannote.audio, which is not installed; install it in an "
+                "environment with a torch/torchaudio pair it supports, or drop --diarize_model to use the built-in diarizer"
+            ) from error
         import torch
 
         try:

@@ -8,13 +8,18 @@ WhisperX output read ours unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 
 def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
     return None if value is None else round(float(value), digits)
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls`` (extra keys are ignored)."""
+    return {f.name: data[f.name] for f in fields(cls) if f.name in data}
 
 
 @dataclass
@@ -41,13 +46,7 @@ class Word:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Word":
-        return cls(
-            word=data["word"],
-            start=data.get("start"),
-            end=data.get("end"),
-            score=data.get("score"),
-            speaker=data.get("speaker"),
-        )
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass
@@ -84,18 +83,9 @@ class Segment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Segment":
-        return cls(
-            start=data["start"],
-            end=data["end"],
-            text=data["text"],
-            words=[Word.from_dict(w) for w in data.get("words", [])],
-            speaker=data.get("speaker"),
-            avg_logprob=data.get("avg_logprob"),
-            no_speech_prob=data.get("no_speech_prob"),
-            compression_ratio=data.get("compression_ratio"),
-            temperature=data.get("temperature"),
-            chars=data.get("chars"),
-        )
+        values = _known_fields(cls, data)
+        values["words"] = [Word.from_dict(w) for w in data.get("words", [])]
+        return cls(**values)
 
 
 @dataclass
@@ -115,7 +105,7 @@ class SpeakerTurn:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SpeakerTurn":
-        return cls(start=data["start"], end=data["end"], speaker=data["speaker"])
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass

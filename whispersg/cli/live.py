@@ -1,0 +1,133 @@
+"""`whispersg_live`: transcribe a microphone, a file replayed in real time, or PCM on stdin.
+
+Parsing and printing only; the work is done by whispersg.live on top of WhisperSGPipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from whispersg.cli.common import add_logging_arguments, add_pipeline_arguments, options_from_args, run_main, setup_logging, wants_debug
+
+# Pipeline options that make no sense for a live stream (the live segmenter replaces them).
+NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "chunk_context", "min_speech_duration",
+                      "min_silence_duration", "speech_pad", "batch_size", "condition_on_previous_text", "diarize",
+                      "diarize_model", "num_speakers", "min_speakers", "max_speakers"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from whispersg.live.display import SESSION_FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="whispersg_live",
+        description="Transcribe speech as it is spoken, offline: from a microphone (--mic_id), a recording "
+                    "replayed in real time (--input FILE) or raw 16 kHz s16le PCM on stdin (--input -). "
+                    "Stop with Enter or Ctrl-C; everything said so far is kept.",
+    )
+    source = parser.add_argument_group("audio source")
+    source.add_argument("--mic_id", default=None, help="PyAudio input device index, or 'list' to show the devices")
+    source.add_argument("--input", default=None, metavar="FILE|-", help="replay a recording, or read PCM from stdin (-)")
+    source.add_argument("--speed", type=float, default=1.0, help="replay speed of --input FILE (0 = as fast as possible; default 1)")
+    live = parser.add_argument_group("segmentation")
+    live.add_argument("--soft_chunk_limit", type=float, default=15.0, help="after this many seconds, cut the chunk at the next pause (default 15)")
+    live.add_argument("--hard_chunk_limit", type=float, default=30.0, help="cut the chunk now when it reaches this length; <=0 disables (default 30)")
+    live.add_argument("--silence_duration", type=float, default=0.6, help="pause (s) that ends an utterance and commits it (default 0.6)")
+    live.add_argument("--vad_threshold", type=float, default=0.5, help="speech probability threshold of the streaming VAD (default 0.5)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
+    out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
+    out.add_argument("--save_recording", action="store_true", help="also save the captured audio as WAV")
+    add_pipeline_arguments(parser, exclude=NOT_LIVE)
+    add_logging_arguments(parser)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mic_id is None and args.input is None:
+        parser.print_help()
+        return 0
+    setup_logging(args)
+    return run_main(lambda: _run(args), debug=wants_debug(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from whispersg.console import stderr_console
+    from whispersg.errors import OptionError
+    from whispersg.live.display import LiveDisplay, RecordingWriter, SessionWriter
+    from whispersg.live.sources import list_input_devices, open_source
+    from whispersg.live.transcriber import LiveSettings, LiveTranscriber
+    from whispersg.pipeline import WhisperSGPipeline
+
+    console = stderr_console()
+    if args.mic_id == "list":
+        for index, name, channels, rate in list_input_devices():
+            print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
+        return 0
+    mic_id = None
+    if args.mic_id is not None:
+        try:
+            mic_id = int(args.mic_id)
+        except ValueError as error:
+            raise OptionError(f"--mic_id must be a device number or 'list' (got {args.mic_id!r})") from error
+    if args.soft_chunk_limit <= 0:
+        raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
+    if args.hard_chunk_limit > 30:
+        raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {args.hard_chunk_limit})")
+    source = open_source(mic_id, args.input, args.speed)
+    options = options_from_args(args)
+    with console.status("loading model…") if not args.quiet else contextlib.nullcontext():
+        pipeline = WhisperSGPipeline(options)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = f"live-{stamp}" if not args.input or args.input == "-" else f"{Path(args.input).stem}-live"
+    output_dir = Path(args.output_dir)
+    writer = SessionWriter(output_dir / f"{stem}.{args.output_format}", args.output_format)
+    recording = RecordingWriter(output_dir / f"{stem}.wav") if args.save_recording else None
+    display = LiveDisplay(quiet=args.quiet)
+    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold)
+
+    def on_commit(segments) -> None:
+        writer.append(segments)
+        display.committed(segments)
+
+    transcriber = LiveTranscriber(pipeline, source, settings, on_update=display.update, on_commit=on_commit,
+                                  recording=recording)
+    if sys.stdin.isatty() and args.input != "-":
+        threading.Thread(target=_stop_on_enter, args=(transcriber,), daemon=True).start()
+        if not args.quiet:
+            console.print("listening… press Enter or Ctrl-C to stop", highlight=False)
+    try:
+        with display:
+            transcript = transcriber.run()
+    except KeyboardInterrupt:
+        transcript = None
+    finally:
+        writer.close()
+        if recording is not None:
+            recording.close()
+    if not args.quiet:
+        spoken = transcript.duration if transcript else 0.0
+        console.print(f"session saved to {writer.path}" + (f" and {recording.path}" if recording else "")
+                      + (f" · {spoken / 60:.1f} min of audio" if spoken else ""), highlight=False)
+    return 0
+
+
+def _stop_on_enter(transcriber) -> None:
+    try:
+        sys.stdin.readline()
+    except (OSError, ValueError):
+        return
+    transcriber.stop_requested.set()
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Live transcription: audio sources, streaming segmentation, the transcriber and its display."""

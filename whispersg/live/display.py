@@ -1,0 +1,135 @@
+"""Showing and saving a live session: a rich live view (or plain lines) and append-only session files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import wave
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from whispersg.audio import SAMPLE_RATE
+from whispersg.types import Segment, Transcript
+from whispersg.writers import atomic_write_text, format_timestamp
+
+SESSION_FORMATS = ("txt", "srt", "vtt", "json")
+
+
+class SessionWriter:
+    """Appends each committed segment to the session file and flushes it at once.
+
+    txt/srt/vtt grow line by line; json is rewritten whole (atomically) on each
+    commit, so whatever moment the session stops, every file is complete.
+    """
+
+    def __init__(self, path: Path, output_format: str) -> None:
+        self.path = path
+        self.format = output_format
+        self.segments: list[Segment] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if output_format == "json":
+            self._stream = None
+            self._write_json()
+        else:
+            self._stream = open(path, "w", encoding="utf-8")
+            if output_format == "vtt":
+                self._stream.write("WEBVTT\n\n")
+                self._flush()
+
+    def append(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            self.segments.append(segment)
+            if self.format == "txt":
+                self._stream.write(f"{_prefix(segment)}{segment.text.strip()}\n")
+            elif self.format == "srt":
+                self._stream.write(f"{len(self.segments)}\n{format_timestamp(segment.start, ',', True)} --> "
+                                   f"{format_timestamp(segment.end, ',', True)}\n{_prefix(segment)}{segment.text.strip()}\n\n")
+            elif self.format == "vtt":
+                self._stream.write(f"{format_timestamp(segment.start, '.', True)} --> "
+                                   f"{format_timestamp(segment.end, '.', True)}\n{_prefix(segment)}{segment.text.strip()}\n\n")
+        if self.format == "json":
+            self._write_json()
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def _write_json(self) -> None:
+        transcript = Transcript(segments=self.segments, duration=self.segments[-1].end if self.segments else 0.0)
+        atomic_write_text(self.path, json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class RecordingWriter:
+    """Streams the captured audio to a 16-bit WAV file as it arrives (memory stays flat)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._wave = wave.open(str(path), "wb")
+        self._wave.setnchannels(1)
+        self._wave.setsampwidth(2)
+        self._wave.setframerate(SAMPLE_RATE)
+
+    def write(self, block: np.ndarray) -> None:
+        self._wave.writeframes((np.clip(block, -1, 1) * 32767).astype("<i2").tobytes())
+
+    def close(self) -> None:
+        self._wave.close()
+
+
+def _prefix(segment: Segment) -> str:
+    return f"[{segment.speaker}]: " if segment.speaker else ""
+
+
+class LiveDisplay:
+    """Committed text above a dim interim line (rich, on a terminal) or plain committed lines."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.interactive = sys.stdout.isatty() and not quiet
+        self._live = None
+
+    def __enter__(self) -> "LiveDisplay":
+        if self.interactive:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(), refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(self, state) -> None:
+        if self._live is None:
+            return
+        from rich.text import Text
+
+        text = Text()
+        for segment in state.committed[-12:]:
+            text.append(f"[{format_timestamp(segment.start)}] ", style="cyan")
+            text.append(_prefix(segment) + segment.text.strip() + "\n")
+        if state.interim:
+            text.append(state.interim + "\n", style="dim italic")
+        if state.behind:
+            text.append("(processing is behind the audio: interim text paused)\n", style="yellow")
+        self._live.update(text)
+
+    def committed(self, segments: list[Segment]) -> None:
+        if self.interactive or self.quiet:
+            return
+        for segment in segments:
+            print(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] "
+                  f"{_prefix(segment)}{segment.text.strip()}", flush=True)

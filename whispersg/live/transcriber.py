@@ -1,0 +1,174 @@
+"""The live loop: read the source, segment, show interim text, commit chunks, save them.
+
+Only the open chunk is ever transcribed (bounded by the hard limit), so the
+cost of a step cannot grow with the session and lag does not accumulate.  When
+processing falls behind, interim updates are skipped (and the display says
+so) rather than queued.  Committed text is never rewritten; every commit is
+appended and flushed to the session files at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from whispersg.audio import SAMPLE_RATE
+from whispersg.live.segmenter import ChunkSegmenter, Cut
+from whispersg.live.sources import LiveSource
+from whispersg.types import Segment, Transcript
+
+logger = logging.getLogger(__name__)
+
+INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses
+BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
+MIN_COMMIT_SECONDS = 0.3
+
+
+@dataclass
+class LiveSettings:
+    soft_chunk_limit: float = 15.0
+    hard_chunk_limit: float = 30.0
+    silence_duration: float = 0.6
+    vad_threshold: float = 0.5
+
+
+@dataclass
+class WordTiming:
+    """When a committed word ended in the stream, and when it was shown and committed (session seconds)."""
+
+    word: str
+    end: float
+    shown: float
+    committed: float
+
+
+@dataclass
+class LiveState:
+    committed: list[Segment] = field(default_factory=list)
+    interim: str = ""
+    behind: bool = False
+    dropped_seconds: float = 0.0
+    timings: list[WordTiming] = field(default_factory=list)
+
+
+class LiveTranscriber:
+    """Drives a WhisperSGPipeline from a live source."""
+
+    def __init__(self, pipeline, source: LiveSource, settings: LiveSettings = LiveSettings(),
+                 on_update: Optional[Callable[[LiveState], None]] = None,
+                 on_commit: Optional[Callable[[list[Segment]], None]] = None,
+                 recording=None) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.settings = settings
+        self.segmenter = ChunkSegmenter(settings.soft_chunk_limit, settings.hard_chunk_limit,
+                                        settings.silence_duration, settings.vad_threshold)
+        self.state = LiveState()
+        self.on_update = on_update or (lambda state: None)
+        self.on_commit = on_commit or (lambda segments: None)
+        self.recording = recording
+        self.stop_requested = threading.Event()
+        self._samples_seen = 0
+        self._last_interim_at = 0  # samples seen when the last interim ran
+        self._interim_history: list[tuple[float, set[str]]] = []  # (session time shown, words) of the open chunk
+        self.cuts: list[Cut] = []
+
+    # -- time ------------------------------------------------------------------
+    def _now(self) -> float:
+        """Session seconds: wall time since the source started, in stream time for replayed files."""
+        started = self.source.started_at or time.monotonic()
+        speed = getattr(self.source, "speed", 1.0) or 1.0
+        return (time.monotonic() - started) * speed
+
+    # -- loop --------------------------------------------------------------------
+    def run(self) -> Transcript:
+        self.source.start()
+        try:
+            while not self.stop_requested.is_set():
+                block = self.source.read(timeout=0.05)
+                if block is None:
+                    if self.source.finished:
+                        break
+                    continue
+                self._ingest(block)
+        finally:
+            self.source.close()
+            self._commit(self.segmenter.take_all())
+        self.state.dropped_seconds = self.source.dropped_frames / SAMPLE_RATE
+        if self.source.dropped_frames:
+            logger.warning("%.1f s of audio were dropped because processing fell behind", self.state.dropped_seconds)
+        return Transcript(segments=list(self.state.committed), duration=self._samples_seen / SAMPLE_RATE)
+
+    def _ingest(self, block: np.ndarray) -> None:
+        self._samples_seen += len(block)
+        if self.recording is not None:
+            self.recording.write(block)
+        cut = self.segmenter.push(block)
+        if cut is not None:
+            self.cuts.append(cut)
+            self._commit(self.segmenter.take(cut.samples))
+            return
+        behind = self.source.pending_seconds() > BEHIND_THRESHOLD
+        if behind != self.state.behind:
+            self.state.behind = behind
+            self.on_update(self.state)
+        if (not behind and self.segmenter.has_speech
+                and self._samples_seen - self._last_interim_at >= INTERIM_INTERVAL * SAMPLE_RATE):
+            self._interim()
+
+    def _interim(self) -> None:
+        self._last_interim_at = self._samples_seen
+        # Greedy decoding, no word timing: interim text only has to be quick.
+        transcript = self.pipeline.transcribe(self.segmenter.audio, align=False, beam_size=1, diarize=False,
+                                              vad_method="none")
+        self.state.interim = transcript.text
+        self._interim_history.append((self._now(), _word_keys(transcript.text)))
+        self.on_update(self.state)
+
+    def _commit(self, taken: tuple[int, np.ndarray]) -> None:
+        offset, audio = taken
+        history, self._interim_history = self._interim_history, []
+        self.state.interim = ""
+        if len(audio) < MIN_COMMIT_SECONDS * SAMPLE_RATE:
+            self.on_update(self.state)
+            return
+        start = offset / SAMPLE_RATE
+        transcript = self.pipeline.transcribe(audio, vad_method="none")
+        committed_at = self._now()
+        segments = []
+        for segment in transcript.segments:
+            shifted = _shift(segment, start)
+            segments.append(shifted)
+            for word in shifted.words:
+                key, ended = _word_key(word.word), word.end if word.end is not None else shifted.end
+                # First interim shown after the word ended that already contained it.
+                shown = next((when for when, words in history if when >= ended and key in words), committed_at)
+                self.state.timings.append(WordTiming(word.word, ended, min(shown, committed_at), committed_at))
+        self.state.committed.extend(segments)
+        if segments:
+            self.on_commit(segments)
+        self.on_update(self.state)
+
+
+def _shift(segment: Segment, offset: float) -> Segment:
+    segment.start += offset
+    segment.end += offset
+    for word in segment.words:
+        if word.start is not None:
+            word.start += offset
+        if word.end is not None:
+            word.end += offset
+    return segment
+
+
+def _word_key(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+def _word_keys(text: str) -> set[str]:
+    return {_word_key(w) for w in text.split()} - {""}
