@@ -61,10 +61,6 @@ class ResolvedModel:
     path: Path
     fallback_from: Optional[str] = None  # the preferred default that was missing, if we fell back
 
-    @property
-    def english_only(self) -> bool:
-        return is_english_only(self.path)
-
 
 def default_store() -> Path:
     """The model store: $WHISPERSG_MODEL_DIR, else ``models/`` of a source checkout, else the user cache."""
@@ -107,10 +103,6 @@ def is_english_only(path: Path) -> bool:
         with open(vocabulary, encoding="utf-8") as handle:
             return sum(1 for _ in handle) == 51864
     return path.name.endswith(".en")
-
-
-def store_path(name: str, store: Optional[Path] = None) -> Path:
-    return (store or default_store()) / name
 
 
 def installed_models(store: Optional[Path] = None) -> dict[str, Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional
 
@@ -120,7 +119,3 @@ def run_main(body: Callable[[], int], debug: bool) -> int:
 
 def wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)
