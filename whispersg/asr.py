@@ -67,6 +67,7 @@ class WhisperDecoder:
         self.whisper = whisper
         self._language_lock = threading.Lock()
         self._numeral_tokens: Optional[list[int]] = None
+        self._suppressed: dict[tuple, list[int]] = {}
 
     @property
     def multilingual(self) -> bool:
@@ -94,8 +95,7 @@ class WhisperDecoder:
         """Decode ``chunks`` of ``audio``; returns segments (absolute times) and the language."""
         if not chunks:
             return [], options.language or "en"
-        features = self._features(audio, chunks[0])
-        language = self._language(features, options)
+        language = self._language(audio, chunks[0], options)
         tokenizer = self._tokenizer(options, language)
         total = sum(c.duration for c in chunks)
         done = 0.0
@@ -127,11 +127,12 @@ class WhisperDecoder:
         samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
         return pad_or_trim(self.whisper.feature_extractor(samples)[..., :-1])
 
-    def _language(self, features: np.ndarray, options: PipelineOptions) -> str:
+    def _language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
         if options.language:
             return options.language
         if not self.multilingual:
             return "en"
+        features = self._features(audio, first_chunk)
         with self._language_lock:
             language, probability, _ = self.whisper.detect_language(features=features)
         logger.info("detected language %s (p=%.2f)", language, probability)
@@ -156,13 +157,16 @@ class WhisperDecoder:
     def _suppress_tokens(self, tokenizer, options: PipelineOptions) -> list[int]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        ids = options.suppress_token_ids()
-        suppressed = list(get_suppressed_tokens(tokenizer, ids)) if ids else []
-        if options.suppress_numerals:
-            if self._numeral_tokens is None:
-                self._numeral_tokens = numeral_symbol_tokens(tokenizer)
-            suppressed = sorted(set(suppressed) | set(self._numeral_tokens))
-        return suppressed
+        key = (options.suppress_tokens, options.suppress_numerals, tokenizer.task, tokenizer.language)
+        if key not in self._suppressed:
+            ids = options.suppress_token_ids()
+            suppressed = list(get_suppressed_tokens(tokenizer, ids)) if ids else []
+            if options.suppress_numerals:
+                if self._numeral_tokens is None:
+                    self._numeral_tokens = numeral_symbol_tokens(tokenizer)
+                suppressed = sorted(set(suppressed) | set(self._numeral_tokens))
+            self._suppressed[key] = suppressed
+        return self._suppressed[key]
 
     def _decode_batch(self, audio, batch: list[Chunk], tokenizer, prompt: list[int], options: PipelineOptions) -> list[Segment]:
         features = np.stack([self._features(audio, chunk) for chunk in batch])
