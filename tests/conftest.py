@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,34 @@ def read_stm(path: Path) -> list[tuple[float, float, str, str]]:
         if len(parts) == 6:
             rows.append((float(parts[3]), float(parts[4]), parts[2], parts[5]))
     return rows
+
+
+def _have(*programs: str) -> bool:
+    import shutil
+
+    return all(shutil.which(p) for p in programs)
+
+
+@pytest.fixture
+def virtual_microphone(tmp_path):
+    """A PulseAudio server with a null sink: what paplay plays into 'vmic' is recorded from its monitor."""
+    pytest.importorskip("pyaudio", reason="the microphone path needs the [live] extra (PyAudio)")
+    if not _have("pulseaudio", "paplay", "pactl"):
+        pytest.skip("needs PulseAudio (Debian: pulseaudio pulseaudio-utils; .ci/run installs them)")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_SOURCE="vmic.monitor", HOME=str(tmp_path))
+    started = subprocess.run(
+        ["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
+         "--load=module-null-sink sink_name=vmic", "--load=module-native-protocol-unix"],
+        env=env, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        pytest.skip(f"PulseAudio would not start here: {started.stderr.strip()[:200]}")
+    for _ in range(50):
+        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+

@@ -120,45 +120,9 @@ def test_live_without_source_prints_help(cli_env):
     assert result.returncode == 0 and "--mic_id" in result.stdout
 
 
-def _have(*programs: str) -> bool:
-    import shutil
-
-    return all(shutil.which(p) for p in programs)
-
-
-@pytest.fixture
-def virtual_microphone(tmp_path):
-    """A PulseAudio server with a null sink: what paplay plays into 'vmic' is recorded from its monitor."""
-    pytest.importorskip("pyaudio", reason="the microphone path needs the [live] extra (PyAudio)")
-    if not _have("pulseaudio", "paplay", "pactl"):
-        pytest.skip("needs PulseAudio (Debian: pulseaudio pulseaudio-utils; .ci/run installs them)")
-    import os
-
-    runtime = tmp_path / "xdg"
-    runtime.mkdir(mode=0o700)
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_SOURCE="vmic.monitor", HOME=str(tmp_path))
-    started = subprocess.run(
-        ["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-         "--load=module-null-sink sink_name=vmic", "--load=module-native-protocol-unix"],
-        env=env, capture_output=True, text=True, timeout=30)
-    if started.returncode != 0:
-        pytest.skip(f"PulseAudio would not start here: {started.stderr.strip()[:200]}")
-    for _ in range(50):
-        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    yield env
-    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
-
-
 def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_path, cli_env):
     env = dict(cli_env, **{k: virtual_microphone[k] for k in ("XDG_RUNTIME_DIR", "PULSE_SOURCE", "HOME")})
-    listing = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--mic_id", "list"], env=env,
-                             capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert listing.returncode == 0, listing.stderr
-    devices = [line.split("\t") for line in listing.stdout.splitlines() if "\t" in line]
-    pulse = next((d[0] for d in devices if d[1] == "pulse"), None)
-    assert pulse is not None, listing.stdout
+    pulse = pulse_device(env)
     out = tmp_path / "out"
     live = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--mic_id", pulse, "-o", str(out), "-f", "txt"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
@@ -175,3 +139,35 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     assert len(sessions) == 1, stderr
     wer = corpus_wer([reference()], [sessions[0].read_text()])
     assert wer <= 0.25, (wer, sessions[0].read_text(), stderr)
+
+
+def pulse_device(env: dict) -> str:
+    listing = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--mic_id", "list"], env=env,
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    devices = [line.split("\t") for line in listing.stdout.splitlines() if "\t" in line]
+    pulse = next((d[0] for d in devices if d[1] == "pulse"), None)
+    assert pulse is not None, listing.stdout
+    return pulse
+
+
+def test_record_then_transcribe_with_the_file_pipeline(virtual_microphone, tmp_path, cli_env):
+    env = dict(cli_env, **{k: virtual_microphone[k] for k in ("XDG_RUNTIME_DIR", "PULSE_SOURCE", "HOME")})
+    out = tmp_path / "out"
+    record = subprocess.Popen([sys.executable, "-m", "whispersg", "--mic_id", pulse_device(env), "-o", str(out),
+                               "-f", "all", "--save_recording"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=REPO)
+    try:
+        time.sleep(3)
+        played = subprocess.run(["paplay", "--device=vmic", str(DEMO_WAV)], env=env, capture_output=True, timeout=120)
+        assert played.returncode == 0, played.stderr
+        time.sleep(1)
+    finally:
+        record.send_signal(signal.SIGINT)
+        stdout, stderr = record.communicate(timeout=300)
+    assert record.returncode == 0, stderr
+    recordings = list(out.glob("recording-*.wav"))
+    assert len(recordings) == 1
+    texts = list(out.glob("recording-*.txt"))
+    assert len(texts) == 1 and {p.suffix for p in out.glob("recording-*")} >= {".wav", ".txt", ".srt", ".json"}
+    assert corpus_wer([reference()], [texts[0].read_text()]) <= 0.25, texts[0].read_text()

@@ -273,7 +273,7 @@ def download_model(name: str, store: Optional[Path] = None, token: Optional[str]
         huggingface_hub.snapshot_download(
             repo_id,
             local_dir=partial,
-            allow_patterns=["*.bin", "*.json", "*.txt"],
+            allow_patterns=["*.bin", "*.json", "*.txt", "*.safetensors"],
             token=token,
         )
     except Exception as error:  # hub errors come in many types; all mean the same to the user

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="srt/vtt: underline each word as it is spoken")
     out.add_argument("--skip_existing", action="store_true",
                      help="skip inputs whose output files all exist already (resume a batch)")
+    mic = parser.add_argument_group("record from a microphone, then transcribe")
+    mic.add_argument("--mic_id", default=None,
+                     help="record from this PyAudio input device until Enter or Ctrl-C, then transcribe the recording "
+                          "('list' shows the devices; needs the [live] extra)")
+    mic.add_argument("--save_recording", action="store_true",
+                     help="with --mic_id: keep the recording as WAV in the output folder")
     add_pipeline_arguments(parser)
     add_logging_arguments(parser)
     parser.add_argument("--version", action="version", version=f"whispersg {_version()}")
@@ -83,11 +89,59 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    if not args.inputs:
+    if not args.inputs and args.mic_id is None:
         parser.print_help()
         return 0
     setup_logging(args)
     return run_main(lambda: _transcribe_all(args), debug=wants_debug(argv))
+
+
+def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
+    """Record --mic_id until Enter or Ctrl-C into a WAV; return its path (None after listing devices)."""
+    import tempfile
+    import threading
+
+    from whispersg.console import stderr_console
+    from whispersg.errors import OptionError
+    from whispersg.live.display import RecordingWriter
+    from whispersg.live.sources import MicrophoneSource, list_input_devices
+
+    if args.mic_id == "list":
+        for index, name, channels, rate in list_input_devices():
+            print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
+        return None
+    try:
+        device = int(args.mic_id)
+    except ValueError as error:
+        raise OptionError(f"--mic_id must be a device number or 'list' (got {args.mic_id!r})") from error
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.output_dir) if args.save_recording else Path(tempfile.mkdtemp(prefix="whispersg-"))
+    recording = RecordingWriter(folder / f"recording-{stamp}.wav")
+    source = MicrophoneSource(device)
+    stop = threading.Event()
+    if sys.stdin.isatty():
+        threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    console = stderr_console()
+    source.start()
+    seconds = 0.0
+    try:
+        with console.status("recording… press Enter or Ctrl-C to stop and transcribe") as status:
+            while not stop.is_set():
+                block = source.read(timeout=0.1)
+                if block is not None:
+                    recording.write(block)
+                    seconds += len(block) / 16000
+                    status.update(f"recording {seconds:5.1f} s… press Enter or Ctrl-C to stop and transcribe")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.close()
+        while (block := source.read(timeout=0.0)) is not None:
+            recording.write(block)
+        recording.close()
+    if not args.quiet:
+        console.print(f"recorded {seconds:.1f} s" + (f" to {recording.path}" if args.save_recording else ""), highlight=False)
+    return recording.path
 
 
 def formats_for(args: argparse.Namespace) -> list[str]:
@@ -111,6 +165,11 @@ def _transcribe_all(args: argparse.Namespace) -> int:
     if args.output_format == "rttm" and not options.diarize:
         raise OptionError("--output_format rttm needs --diarize (speaker turns come from diarization)")
     report = BatchReport()
+    if args.mic_id is not None:
+        recorded = _record_microphone(args)
+        if recorded is None:
+            return 0
+        args.inputs = [*args.inputs, str(recorded)]
     inputs, input_errors = collect_inputs(args.inputs)
     for path, message in input_errors:
         print_error(message)

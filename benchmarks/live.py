@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Live-mode benchmark: latency, lag growth, memory and WER of whispersg_live's transcriber.
+
+Eval clips are joined with 1 s pauses into one stream of --minutes minutes and replayed through the
+file source in real time (computation included). For every committed word: when it ended in the
+stream, when it was first shown (in an interim hypothesis or committed) and when it was committed.
+Reported overall and per minute, with RSS sampled each minute, and live WER against the offline
+pipeline's WER on the same stream.
+
+    python benchmarks/live.py --manifest ../shared/eval/manifest.jsonl --minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from whispersg import WhisperSGPipeline  # noqa: E402
+from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from whispersg.live.sources import FileSource  # noqa: E402
+from whispersg.live.transcriber import LiveSettings, LiveTranscriber  # noqa: E402
+from whispersg.metrics import corpus_wer  # noqa: E402
+
+
+def build_stream(manifest: Path, minutes: float, pause: float = 1.0) -> tuple[np.ndarray, str]:
+    rows = [json.loads(l) for l in manifest.read_text().splitlines() if l.strip()]
+    pieces, texts, total = [], [], 0.0
+    silence = np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32)
+    while total < minutes * 60:
+        for row in rows:
+            audio = load_audio(manifest.parent / row["audio"])
+            pieces += [audio, silence]
+            texts.append(row["text"])
+            total += len(audio) / SAMPLE_RATE + pause
+            if total >= minutes * 60:
+                break
+    return np.concatenate(pieces), " ".join(texts)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", default=str(HERE.parent.parent / "shared" / "eval" / "manifest.jsonl"))
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+
+    stream, reference = build_stream(Path(args.manifest), args.minutes)
+    pipeline = WhisperSGPipeline(model=args.model, threads=args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stream.wav"
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(SAMPLE_RATE)
+            handle.writeframes((np.clip(stream, -1, 1) * 32767).astype("<i2").tobytes())
+        offline_text = pipeline.transcribe(path).text
+        memory: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample_memory() -> None:
+            started = time.monotonic()
+            while not stop.wait(10):
+                memory.append((time.monotonic() - started, rss_mb()))
+
+        threading.Thread(target=sample_memory, daemon=True).start()
+        transcriber = LiveTranscriber(pipeline, FileSource(path, speed=1.0), LiveSettings())
+        transcript = transcriber.run()
+        stop.set()
+    timings = transcriber.state.timings
+    shown = [t.shown - t.end for t in timings]
+    committed = [t.committed - t.end for t in timings]
+    per_minute = {}
+    for minute in range(int(np.ceil(len(stream) / SAMPLE_RATE / 60))):
+        values = [t.committed - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60]
+        if values:
+            per_minute[minute] = {"committed_median": statistics.median(values), "words": len(values),
+                                  "shown_median": statistics.median([t.shown - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60])}
+    overall = statistics.median(committed) if committed else float("nan")
+    results = {
+        "date": dt.date.today().isoformat(), "machine": platform.node(), "minutes": len(stream) / SAMPLE_RATE / 60,
+        "model": pipeline.model_name, "threads": args.threads, "words": len(timings),
+        "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
+        "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
+        "per_minute": per_minute,
+        "max_minute_deviation": max((abs(v["committed_median"] - overall) / overall for v in per_minute.values()), default=0.0),
+        "live_wer": corpus_wer([reference], [transcript.text]), "offline_wer": corpus_wer([reference], [offline_text]),
+        "rss_mb": memory, "dropped_seconds": transcriber.state.dropped_seconds,
+        "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"live-{results['date']}-{platform.node() or 'host'}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"Live benchmark · {results['minutes']:.1f} min stream · {results['model']} · {args.threads} threads · {results['date']}",
+        "",
+        "| metric | value |", "|---|---|",
+        f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",
+        f"| word committed after it ends: median / p95 | {results['committed_median_s']:.2f} s / {results['committed_p95_s']:.2f} s |",
+        f"| largest per-minute deviation from the overall committed median | {results['max_minute_deviation'] * 100:.0f}% |",
+        f"| live WER / offline WER (same stream) | {results['live_wer']:.4f} / {results['offline_wer']:.4f} "
+        f"({results['live_wer'] / results['offline_wer']:.2f}×) |",
+        f"| RSS first / last sample | {memory[0][1]:.0f} MB / {memory[-1][1]:.0f} MB |" if memory else "| RSS | n/a |",
+        f"| audio dropped | {results['dropped_seconds']:.1f} s |",
+        f"| cuts | {results['cuts']} |",
+    ]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
