@@ -171,3 +171,15 @@ def test_record_then_transcribe_with_the_file_pipeline(virtual_microphone, tmp_p
     texts = list(out.glob("recording-*.txt"))
     assert len(texts) == 1 and {p.suffix for p in out.glob("recording-*")} >= {".wav", ".txt", ".srt", ".json"}
     assert corpus_wer([reference()], [texts[0].read_text()]) <= 0.25, texts[0].read_text()
+
+
+def test_live_cli_works_with_no_network_at_all(tmp_path, cli_env):
+    from .test_models import _unshare_works
+
+    if not _unshare_works():
+        pytest.skip("needs 'unshare -n' (root or user namespaces) to remove the network")
+    result = subprocess.run(["unshare", "-n", sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV),
+                             "--speed", "0", "-o", str(tmp_path), "-f", "txt", "-q"],
+                            capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Chicago" in (tmp_path / "sample-live.txt").read_text()

@@ -137,3 +137,37 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path):
     blocker.write_text("")
     with pytest.raises(OutputError, match=str(blocker)):
         write_transcript(sample_transcript(), blocker / "x.txt")
+
+
+hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypothesis ([test] extra)")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+_times = st.floats(min_value=0, max_value=36000, allow_nan=False)
+
+
+@st.composite
+def transcripts(draw) -> Transcript:
+    segments = []
+    for _ in range(draw(st.integers(0, 4))):
+        start = draw(_times)
+        end = start + draw(st.floats(min_value=0, max_value=60, allow_nan=False))
+        words = [Word(draw(_text), draw(st.none() | _times), draw(st.none() | _times), draw(st.none() | st.floats(0, 1)),
+                      draw(st.none() | st.sampled_from(["SPEAKER_00", "SPEAKER_01"])))
+                 for _ in range(draw(st.integers(0, 5)))]
+        segments.append(Segment(start, end, draw(_text), words, draw(st.none() | st.just("SPEAKER_00"))))
+    return Transcript(segments=segments, source=draw(st.none() | _text))
+
+
+@settings(max_examples=150, deadline=None)
+@given(transcripts(), st.sampled_from(ALL_FORMATS), st.none() | st.integers(1, 50), st.none() | st.integers(1, 4),
+       st.booleans())
+def test_writers_never_crash_and_json_round_trips(transcript, output_format, width, count, highlight):
+    text = render(transcript, output_format, max_line_width=width, max_line_count=count, highlight_words=highlight)
+    assert isinstance(text, str)
+    if output_format == "json":
+        assert Transcript.from_dict(json.loads(text)).to_dict() == transcript.to_dict()
+    if output_format == "srt":
+        for block in text.strip().split("\n\n") if text.strip() else []:
+            assert re.fullmatch(rf"{SRT_TIME} --> {SRT_TIME}", block.splitlines()[1]), block

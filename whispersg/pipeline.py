@@ -165,9 +165,8 @@ def print_transcription(transcript: Transcript, show_timestamps: bool = True) ->
 
 
 def format_segment_line(segment: Segment, show_timestamps: bool = True) -> str:
-    from whispersg.writers import format_timestamp
+    from whispersg.writers import format_timestamp, segment_line
 
-    speaker = f"[{segment.speaker}]: " if segment.speaker else ""
     if not show_timestamps:
-        return f"{speaker}{segment.text.strip()}"
-    return f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {speaker}{segment.text.strip()}"
+        return segment_line(segment)
+    return f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment_line(segment)}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from whispersg.errors import OptionError, OutputError
-from whispersg.types import SpeakerTurn, Transcript, Word
+from whispersg.types import Segment, SpeakerTurn, Transcript, Word
 
 TEXT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 ALL_FORMATS = (*TEXT_FORMATS, "rttm")
@@ -44,14 +44,19 @@ def _speaker_prefix(speaker: Optional[str]) -> str:
     return f"[{speaker}]: " if speaker else ""
 
 
+def _one_line(text: str) -> str:
+    """Text safe inside a cue or a row: whitespace collapsed, no line breaks, no cue arrow."""
+    return " ".join(text.split()).replace("-->", "->")
+
+
 def render_txt(transcript: Transcript, **_: object) -> str:
-    return "".join(f"{_speaker_prefix(s.speaker)}{s.text.strip()}\n" for s in transcript.segments if s.text.strip())
+    return "".join(f"{segment_line(s)}\n" for s in transcript.segments if _one_line(s.text))
 
 
 def render_tsv(transcript: Transcript, **_: object) -> str:
     lines = ["start\tend\ttext"]
     for segment in transcript.segments:
-        text = (_speaker_prefix(segment.speaker) + segment.text.strip()).replace("\t", " ")
+        text = _speaker_prefix(segment.speaker) + _one_line(segment.text)
         lines.append(f"{int(round(segment.start * 1000))}\t{int(round(segment.end * 1000))}\t{text}")
     return "\n".join(lines) + "\n"
 
@@ -76,11 +81,15 @@ def _subtitle_cues(transcript: Transcript, options: SubtitleOptions) -> Iterator
     """Cues (start, end, text) honouring line width/count and word highlighting."""
     if not options.max_line_width and not options.max_line_count and not options.highlight_words:
         for segment in transcript.segments:
-            if segment.text.strip():
-                yield segment.start, segment.end, _speaker_prefix(segment.speaker) + segment.text.strip().replace("-->", "->")
+            if _one_line(segment.text):
+                yield segment.start, segment.end, _speaker_prefix(segment.speaker) + _one_line(segment.text)
         return
     for segment in transcript.segments:
-        words = [w for w in segment.words if w.word.strip()] or [Word(segment.text.strip(), segment.start, segment.end)]
+        words = [Word(_one_line(w.word), w.start, w.end) for w in segment.words if _one_line(w.word)]
+        if not words and _one_line(segment.text):
+            words = [Word(_one_line(segment.text), segment.start, segment.end)]
+        if not words:
+            continue
         for cue_words, lines in _break_lines(words, options):
             prefix = _speaker_prefix(segment.speaker)
             start = cue_words[0].start if cue_words[0].start is not None else segment.start
@@ -132,26 +141,31 @@ def _render_cue_text(cue: list[Word], lines: list[list[int]], underline: Optiona
     for line in lines:
         parts = []
         for index in line:
-            text = cue[index].word.strip().replace("-->", "->")
+            text = cue[index].word
             parts.append(f"<u>{text}</u>" if index == underline else text)
         rendered.append(" ".join(parts))
     return "\n".join(rendered)
 
 
+def srt_cue(index: int, start: float, end: float, text: str) -> str:
+    return f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n{text}\n"
+
+
+def vtt_cue(start: float, end: float, text: str) -> str:
+    return f"{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n{text}\n"
+
+
+def segment_line(segment: Segment) -> str:
+    """A segment's text on one line, with its speaker prefix (txt files, live session files)."""
+    return _speaker_prefix(segment.speaker) + _one_line(segment.text)
+
+
 def render_srt(transcript: Transcript, **options: object) -> str:
-    blocks = []
-    for index, (start, end, text) in enumerate(_cues(transcript, options), start=1):
-        blocks.append(
-            f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n{text}\n"
-        )
-    return "\n".join(blocks)
+    return "\n".join(srt_cue(i, start, end, text) for i, (start, end, text) in enumerate(_cues(transcript, options), start=1))
 
 
 def render_vtt(transcript: Transcript, **options: object) -> str:
-    blocks = ["WEBVTT\n"]
-    for start, end, text in _cues(transcript, options):
-        blocks.append(f"{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n{text}\n")
-    return "\n".join(blocks)
+    return "\n".join(["WEBVTT\n", *(vtt_cue(start, end, text) for start, end, text in _cues(transcript, options))])
 
 
 RENDERERS: dict[str, Callable[..., str]] = {

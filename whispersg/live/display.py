@@ -13,7 +13,7 @@ import numpy as np
 
 from whispersg.audio import SAMPLE_RATE
 from whispersg.types import Segment, Transcript
-from whispersg.writers import atomic_write_text, format_timestamp
+from whispersg.writers import atomic_write_text, format_timestamp, segment_line, srt_cue, vtt_cue
 
 SESSION_FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -42,14 +42,13 @@ class SessionWriter:
     def append(self, segments: list[Segment]) -> None:
         for segment in segments:
             self.segments.append(segment)
+            line = segment_line(segment)
             if self.format == "txt":
-                self._stream.write(f"{_prefix(segment)}{segment.text.strip()}\n")
+                self._stream.write(f"{line}\n")
             elif self.format == "srt":
-                self._stream.write(f"{len(self.segments)}\n{format_timestamp(segment.start, ',', True)} --> "
-                                   f"{format_timestamp(segment.end, ',', True)}\n{_prefix(segment)}{segment.text.strip()}\n\n")
+                self._stream.write(srt_cue(len(self.segments), segment.start, segment.end, line) + "\n")
             elif self.format == "vtt":
-                self._stream.write(f"{format_timestamp(segment.start, '.', True)} --> "
-                                   f"{format_timestamp(segment.end, '.', True)}\n{_prefix(segment)}{segment.text.strip()}\n\n")
+                self._stream.write(vtt_cue(segment.start, segment.end, line) + "\n")
         if self.format == "json":
             self._write_json()
         else:
@@ -87,10 +86,6 @@ class RecordingWriter:
         self._wave.close()
 
 
-def _prefix(segment: Segment) -> str:
-    return f"[{segment.speaker}]: " if segment.speaker else ""
-
-
 class LiveDisplay:
     """Committed text above a dim interim line (rich, on a terminal) or plain committed lines."""
 
@@ -120,7 +115,7 @@ class LiveDisplay:
         text = Text()
         for segment in state.committed[-12:]:
             text.append(f"[{format_timestamp(segment.start)}] ", style="cyan")
-            text.append(_prefix(segment) + segment.text.strip() + "\n")
+            text.append(segment_line(segment) + "\n")
         if state.interim:
             text.append(state.interim + "\n", style="dim italic")
         if state.behind:
@@ -130,6 +125,7 @@ class LiveDisplay:
     def committed(self, segments: list[Segment]) -> None:
         if self.interactive or self.quiet:
             return
+        from whispersg.pipeline import format_segment_line
+
         for segment in segments:
-            print(f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] "
-                  f"{_prefix(segment)}{segment.text.strip()}", flush=True)
+            print(format_segment_line(segment), flush=True)
