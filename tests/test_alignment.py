@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from whispersg.alignment import align, fill_missing_times, finalize_word_times, forced_align
+from whispersg.alignment import align, fill_missing_times, forced_align
 from whispersg.audio import load_audio
 from whispersg.types import Segment, Word
 
@@ -60,7 +60,7 @@ def test_interpolation_times_every_word_with_a_low_score():
 
 def test_finalize_makes_words_monotonic_and_inside_segment():
     seg = Segment(1.0, 3.0, "a b c", [Word("a", 0.5, 1.5), Word("b", 1.2, 2.0), Word("c", 2.5, 3.5)])
-    finalize_word_times(seg)
+    seg.tidy_word_times()
     times = [(w.start, w.end) for w in seg.words]
     assert times == [(1.0, 1.5), (1.5, 2.0), (2.5, 3.0)]
 

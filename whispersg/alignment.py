@@ -222,20 +222,6 @@ def fill_missing_times(segment: Segment, method: str = "nearest") -> None:
         index = run_end
 
 
-def finalize_word_times(segment: Segment) -> None:
-    """Clamp words into their segment, monotonic and non-overlapping; fit the segment to its words."""
-    cursor = segment.start
-    for word in segment.words:
-        if word.start is None or word.end is None:
-            continue
-        word.start = min(max(word.start, cursor), segment.end)
-        word.end = min(max(word.end, word.start), segment.end)
-        cursor = word.end
-    timed = [w for w in segment.words if w.start is not None]
-    if timed:
-        segment.start, segment.end = timed[0].start, timed[-1].end
-
-
 def align(
     segments: list[Segment],
     audio: np.ndarray,
@@ -250,5 +236,5 @@ def align(
         if aligner is not None:
             aligner.align_segment(audio, segment, return_char_alignments)
         fill_missing_times(segment, interpolate_method)
-        finalize_word_times(segment)
+        segment.tidy_word_times()
     return segments

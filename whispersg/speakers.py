@@ -67,20 +67,10 @@ def _split_by_speaker(segment: Segment) -> list[Segment]:
         return [segment]
     pieces = []
     for run in runs:
+        piece = segment.with_words(run)
         speaker = Counter(w.speaker for w in run if w.speaker).most_common(1)
-        pieces.append(
-            Segment(
-                start=run[0].start if run[0].start is not None else segment.start,
-                end=run[-1].end if run[-1].end is not None else segment.end,
-                text=" ".join(w.word for w in run),
-                words=run,
-                speaker=speaker[0][0] if speaker else None,
-                avg_logprob=segment.avg_logprob,
-                no_speech_prob=segment.no_speech_prob,
-                compression_ratio=segment.compression_ratio,
-                temperature=segment.temperature,
-            )
-        )
+        piece.speaker = speaker[0][0] if speaker else None
+        pieces.append(piece)
     return pieces
 
 

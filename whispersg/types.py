@@ -81,6 +81,35 @@ class Segment:
             out["chars"] = self.chars
         return out
 
+    def with_words(self, words: list[Word]) -> "Segment":
+        """A segment made of some of this one's words (same speaker and decoder statistics)."""
+        timed = [w for w in words if w.start is not None and w.end is not None]
+        return Segment(
+            start=timed[0].start if timed else self.start,
+            end=timed[-1].end if timed else self.end,
+            text=" ".join(w.word for w in words),
+            words=words,
+            speaker=self.speaker,
+            avg_logprob=self.avg_logprob,
+            no_speech_prob=self.no_speech_prob,
+            compression_ratio=self.compression_ratio,
+            temperature=self.temperature,
+        )
+
+    def tidy_word_times(self) -> "Segment":
+        """Clamp timed words into the segment, monotonic and non-overlapping; fit the segment to them."""
+        cursor = self.start
+        for word in self.words:
+            if word.start is None or word.end is None:
+                continue
+            word.start = min(max(word.start, cursor), self.end)
+            word.end = min(max(word.end, word.start), self.end)
+            cursor = word.end
+        timed = [w for w in self.words if w.start is not None]
+        if timed:
+            self.start, self.end = timed[0].start, timed[-1].end
+        return self
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Segment":
         values = _known_fields(cls, data)

@@ -7,7 +7,6 @@ import os
 import sys
 import wave
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
