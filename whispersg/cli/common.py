@@ -119,3 +119,21 @@ def run_main(body: Callable[[], int], debug: bool) -> int:
 
 def wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv
+
+
+def microphone_choice(value: Optional[str]) -> Optional[int]:
+    """Interpret --mic_id: a device index, or 'list' (prints the input devices and returns None)."""
+    from whispersg.errors import OptionError
+
+    if value is None:
+        return None
+    if value == "list":
+        from whispersg.live.sources import list_input_devices
+
+        for index, name, channels, rate in list_input_devices():
+            print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
+        return None
+    try:
+        return int(value)
+    except ValueError as error:
+        raise OptionError(f"--mic_id must be a device number or 'list' (got {value!r})") from error

@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from whispersg.cli.common import add_logging_arguments, add_pipeline_arguments, options_from_args, run_main, setup_logging, wants_debug
+from whispersg.cli.common import (
+    add_logging_arguments,
+    add_pipeline_arguments,
+    microphone_choice,
+    options_from_args,
+    run_main,
+    setup_logging,
+    wants_debug,
+)
 
 # Pipeline options that make no sense for a live stream (the live segmenter replaces them).
 NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "chunk_context", "min_speech_duration",
@@ -63,21 +71,14 @@ def _run(args: argparse.Namespace) -> int:
     from whispersg.console import stderr_console
     from whispersg.errors import OptionError
     from whispersg.live.display import LiveDisplay, RecordingWriter, SessionWriter
-    from whispersg.live.sources import list_input_devices, open_source
+    from whispersg.live.sources import open_source
     from whispersg.live.transcriber import LiveSettings, LiveTranscriber
     from whispersg.pipeline import WhisperSGPipeline
 
     console = stderr_console()
+    mic_id = microphone_choice(args.mic_id)
     if args.mic_id == "list":
-        for index, name, channels, rate in list_input_devices():
-            print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
         return 0
-    mic_id = None
-    if args.mic_id is not None:
-        try:
-            mic_id = int(args.mic_id)
-        except ValueError as error:
-            raise OptionError(f"--mic_id must be a device number or 'list' (got {args.mic_id!r})") from error
     if args.soft_chunk_limit <= 0:
         raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
     if args.hard_chunk_limit > 30:

@@ -18,6 +18,7 @@ from typing import Optional
 from whispersg.cli.common import (
     add_logging_arguments,
     add_pipeline_arguments,
+    microphone_choice,
     options_from_args,
     run_main,
     setup_logging,
@@ -102,18 +103,12 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
     import threading
 
     from whispersg.console import stderr_console
-    from whispersg.errors import OptionError
     from whispersg.live.display import RecordingWriter
-    from whispersg.live.sources import MicrophoneSource, list_input_devices
+    from whispersg.live.sources import MicrophoneSource
 
-    if args.mic_id == "list":
-        for index, name, channels, rate in list_input_devices():
-            print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
+    device = microphone_choice(args.mic_id)
+    if device is None:
         return None
-    try:
-        device = int(args.mic_id)
-    except ValueError as error:
-        raise OptionError(f"--mic_id must be a device number or 'list' (got {args.mic_id!r})") from error
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output_dir) if args.save_recording else Path(tempfile.mkdtemp(prefix="whispersg-"))
     recording = RecordingWriter(folder / f"recording-{stamp}.wav")
