@@ -98,10 +98,18 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
 
 
 def test_interrupt_keeps_everything_committed(tmp_path, cli_env):
-    process = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV),
+    # Two copies of the call (60 s), so the interrupt lands mid-session even when commits come late.
+    call = load_audio(DEMO_WAV)
+    long_call = tmp_path / "call.wav"
+    with wave.open(str(long_call), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((np.concatenate([call, call]) * 32767).astype("<i2").tobytes())
+    process = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--input", str(long_call),
                                 "-o", str(tmp_path), "-f", "srt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=cli_env, cwd=REPO)
-    target = tmp_path / "sample-live.srt"
+    target = tmp_path / "call-live.srt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "Diane" not in (target.read_text() if target.exists() else ""):
         time.sleep(0.2)

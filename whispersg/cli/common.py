@@ -101,7 +101,7 @@ def run_main(body: Callable[[], int], debug: bool) -> int:
     from whispersg.errors import WhisperSGError
 
     try:
-        return body()
+        return _run_then_ignore_late_interrupts(body)
     except KeyboardInterrupt:
         print_error("interrupted; finished outputs are kept")
         return 130
@@ -115,6 +115,19 @@ def run_main(body: Callable[[], int], debug: bool) -> int:
             raise
         print_error(f"unexpected {type(error).__name__}: {error} (run again with --debug for the traceback)")
         return 1
+
+
+def _run_then_ignore_late_interrupts(body: Callable[[], int]) -> int:
+    """Run the command; once it has finished (outputs saved), a Ctrl-C during interpreter exit is ignored
+    instead of printing a traceback from Python's thread shutdown."""
+    import signal
+    import threading
+
+    try:
+        return body()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def wants_debug(argv: list[str]) -> bool:
