@@ -154,3 +154,57 @@ def test_cli_works_with_no_network_at_all(cli_env, tmp_path):
     result = run_cli([str(DEMO_WAV), "-o", str(tmp_path), "-f", "json"], cli_env, prefix=["unshare", "-n"])
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "sample.json").read_text())["segments"]
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare") or not shutil.which("mount"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs 'unshare -m' and tmpfs mounts (root or user namespaces)")
+def test_full_output_filesystem_is_one_clear_error_and_leaves_no_file(cli_env, tmp_path):
+    out = tmp_path / "full"
+    out.mkdir()
+    # 24 KiB holds the small formats but not the word-level JSON of the 30 s demo call.
+    script = (f"mount -t tmpfs -o size=24k tmpfs {out} && {sys.executable} -m whispersg {DEMO_WAV} -o {out} "
+              f"-f all; code=$?; echo LEFT:$(ls -A {out}); exit $code")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=cli_env,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "no space left on the device" in result.stderr.replace("\n", "")
+    assert "sample.json" in result.stderr.replace("\n", "") and "Traceback" not in result.stderr
+    assert "LEFT:\n" in result.stdout or result.stdout.rstrip().endswith("LEFT:")  # no partial or temp file
+
+
+def test_killed_batch_leaves_only_complete_outputs_and_skip_existing_finishes_it(cli_env, tmp_path):
+    import os
+    import signal
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(6):
+        shutil.copy(DEMO_WAV, inputs / f"call{index}.wav")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "whispersg", str(inputs), "-o", str(out), "-f", "all", "--quiet"]
+    process = subprocess.Popen(args, env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(out.glob("*.srt"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # no chance to clean up: only atomic renames protect the outputs
+    process.wait(timeout=30)
+    finished = sorted(p.stem for p in out.glob("*.srt"))
+    assert 2 <= len(finished) < 6, "the kill must land part-way through the batch"
+    for path in out.glob("*.json"):
+        json.loads(path.read_text())  # every visible transcript is complete
+    complete = [p.stem for p in out.glob("*.srt") if p.with_suffix(".json").exists()]
+    before = {stem: out.joinpath(f"{stem}.srt").stat().st_mtime_ns for stem in complete}
+    result = subprocess.run([*args, "--skip_existing"], env=cli_env, cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.stem for p in out.glob("*.srt")) == [f"call{i}" for i in range(6)]
+    assert sorted(p.stem for p in out.glob("*.json")) == [f"call{i}" for i in range(6)]
+    # Inputs whose outputs were complete are not redone.
+    assert {stem: out.joinpath(f"{stem}.srt").stat().st_mtime_ns for stem in complete} == before

@@ -70,30 +70,43 @@ def as_mono_float32(samples: np.ndarray) -> np.ndarray:
 
 def decode_file(path: str | Path, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
     """Decode a recording with PyAV, resampling and downmixing on the way."""
-    import av
-
     path = Path(path)
     _check_readable_file(path)
+    # FFmpeg derives a WAV's duration from the file size; the header says what was recorded.
+    return _decode(str(path), path, sample_rate, claimed_duration=_riff_claimed_duration(path))
+
+
+def decode_bytes(data: bytes, name: str, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
+    """Decode an encoded recording held in memory (e.g. a dataset's audio bytes); ``name`` labels errors."""
+    import io
+
+    if not data:
+        raise AudioError(f"{name}: the audio is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, sample_rate)
+
+
+def _decode(source, label, sample_rate: int, claimed_duration: float | None = None) -> DecodedAudio:
+    import av
+
     chunks: list[np.ndarray] = []
     expected: float | None = None
     damaged: Exception | None = None
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError) as error:
         raise AudioError(
-            f"{path}: not a readable audio or video file ({_short(error)}); "
+            f"{label}: not a readable audio or video file ({_short(error)}); "
             "check the file, or convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav"
         ) from error
     with container:
         if not container.streams.audio:
-            raise AudioError(f"{path}: the file has no audio stream; pass a recording with sound")
+            raise AudioError(f"{label}: the file has no audio stream; pass a recording with sound")
         stream = container.streams.audio[0]
         if stream.duration is not None and stream.time_base is not None:
             expected = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             expected = container.duration / 1_000_000
-        # FFmpeg derives a WAV's duration from the file size; the header says what was recorded.
-        expected = _riff_claimed_duration(path) or expected
+        expected = claimed_duration or expected
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(stream):
@@ -111,13 +124,13 @@ def decode_file(path: str | Path, sample_rate: int = SAMPLE_RATE) -> DecodedAudi
     decoded = DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), expected_duration=expected)
     if damaged is not None and decoded.duration == 0:
         raise AudioError(
-            f"{path}: no audio could be decoded ({_short(damaged)}); the file is damaged or not audio"
+            f"{label}: no audio could be decoded ({_short(damaged)}); the file is damaged or not audio"
         )
     if damaged is not None or _looks_truncated(decoded):
         claimed = f" of {expected:.1f} s claimed by its header" if expected else ""
         logger.warning(
             "%s: file is damaged or cut short; transcribing the %.1f s that decoded%s",
-            path,
+            label,
             decoded.duration,
             claimed,
         )

@@ -31,6 +31,10 @@ class OutputError(WhisperSGError):
     """An output file cannot be written."""
 
 
+class DataError(WhisperSGError):
+    """A corpus, transcript or prepared dataset cannot be read (the message names file and line)."""
+
+
 class DependencyError(WhisperSGError):
     """A feature needs an optional extra that is not installed."""
 

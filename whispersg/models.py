@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from whispersg.errors import ModelError, NetworkError, OptionError
+from whispersg.errors import ModelError, NetworkError, OptionError, missing_extra
 
 logger = logging.getLogger(__name__)
 
@@ -300,3 +300,58 @@ def _require_network() -> None:
             f"cannot reach {host} ({error.strerror or error}); downloads need a network. "
             f"Offline, copy a CTranslate2 model folder into {default_store()} or pass --model PATH"
         ) from error
+
+
+CONVERT_QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
+
+
+def convert_checkpoint(checkpoint: str | Path, output: str | Path, quantization: str = "int8", force: bool = False) -> Path:
+    """Convert a Hugging Face Whisper checkpoint (e.g. a fine-tuning output) to a CTranslate2 model folder.
+
+    The tokenizer and feature-extractor settings are copied beside ``model.bin``
+    so the result loads offline with ``whispersg --model OUTPUT``.  The folder
+    is built under a temporary name and renamed into place when complete.
+    Needs torch and transformers (the ``[finetune]`` or ``[align]`` extra).
+    """
+    import json
+    import tempfile
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    if quantization not in CONVERT_QUANTIZATIONS:
+        raise ModelError(f"--quantization must be one of {', '.join(CONVERT_QUANTIZATIONS)}, not {quantization!r}")
+    if not (checkpoint / "config.json").is_file():
+        raise ModelError(f"{checkpoint}: not a Hugging Face checkpoint folder (no config.json)")
+    if not any(checkpoint.glob("*.safetensors")):
+        raise ModelError(f"{checkpoint}: no .safetensors weights; save the checkpoint with safetensors")
+    if not (checkpoint / TOKENIZER_FILE).is_file():
+        raise ModelError(f"{checkpoint}: no {TOKENIZER_FILE}; save the processor or tokenizer into the checkpoint folder")
+    if output.exists() and not force:
+        raise ModelError(f"{output} already exists; pass --force to replace it or choose another --output")
+    from ctranslate2.converters import TransformersConverter
+
+    for module in ("torch", "transformers"):
+        try:
+            __import__(module)
+        except ImportError as error:
+            raise missing_extra("model conversion", "finetune", module) from error
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        converted = staging / "model"
+        TransformersConverter(str(checkpoint), copy_files=[TOKENIZER_FILE], low_cpu_mem_usage=True).convert(
+            str(converted), quantization=quantization
+        )
+        preprocessor = checkpoint / PREPROCESSOR_FILE
+        if preprocessor.is_file():
+            shutil.copy(preprocessor, converted / PREPROCESSOR_FILE)
+        elif (checkpoint / "processor_config.json").is_file():
+            # transformers 5 nests the feature extractor in processor_config.json
+            nested = json.loads((checkpoint / "processor_config.json").read_text()).get("feature_extractor")
+            if nested:
+                (converted / PREPROCESSOR_FILE).write_text(json.dumps(nested, indent=2))
+        if output.exists():
+            shutil.rmtree(output)
+        converted.replace(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.cli.common import run_main, wants_debug
+from whispersg.models import CONVERT_QUANTIZATIONS  # a light module: no heavy imports at --help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--hf_token", default=None, help="Hugging Face token for gated or private models (never logged)")
     path = sub.add_parser("path", help="print the folder a model name resolves to")
     path.add_argument("name", nargs="?", default=None, help="model name or folder (default: the default model)")
+    convert = sub.add_parser("convert", help="convert a Hugging Face Whisper checkpoint (e.g. a fine-tuning output) to CTranslate2")
+    convert.add_argument("checkpoint", help="checkpoint folder (config.json, model.safetensors, tokenizer.json)")
+    convert.add_argument("--output", "-o", default=None, help="output folder (default: <store>/<checkpoint name>-ct2)")
+    convert.add_argument("--quantization", default="int8", choices=CONVERT_QUANTIZATIONS, help="weight type of the converted model (default: int8)")
+    convert.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     return parser
 
 
@@ -31,7 +37,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     store = Path(args.model_dir) if args.model_dir else None
-    commands = {"list": _list, "download": _download, "path": _path}
+    commands = {"list": _list, "download": _download, "path": _path, "convert": _convert}
     return run_main(lambda: commands[args.command](args, store), debug=wants_debug(argv or []))
 
 
@@ -81,4 +87,17 @@ def _path(args: argparse.Namespace, store: Optional[Path]) -> int:
     from whispersg.models import resolve_model
 
     print(resolve_model(args.name, store).path)
+    return 0
+
+
+def _convert(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from whispersg.console import stderr_console
+    from whispersg.models import convert_checkpoint, default_store
+
+    checkpoint = Path(args.checkpoint)
+    output = Path(args.output) if args.output else (store or default_store()) / f"{checkpoint.resolve().name}-ct2"
+    with stderr_console().status(f"converting {checkpoint} to CTranslate2 ({args.quantization})…"):
+        target = convert_checkpoint(checkpoint, output, args.quantization, force=args.force)
+    stderr_console().print(f"converted; transcribe with: whispersg --model {target} FILE")
+    print(target)
     return 0

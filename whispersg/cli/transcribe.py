@@ -206,6 +206,20 @@ def _load_pipeline(options, quiet: bool):
     return pipeline
 
 
+def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) -> None:
+    """Write every requested format, or (if one fails, e.g. a full disk) remove those this call wrote,
+    so an input never has a partial set of outputs that --skip_existing would take as done."""
+    written: list[Path] = []
+    try:
+        for target in targets:
+            transcript.write(target, target.suffix.lstrip("."), **writer_options)
+            written.append(target)
+    except BaseException:
+        for target in written:
+            target.unlink(missing_ok=True)
+        raise
+
+
 def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -242,8 +256,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
                 if not quiet and not stream_lines:
                     for segment in transcript.segments:
                         print(format_segment_line(segment), flush=True)
-                for target in targets:
-                    transcript.write(target, target.suffix.lstrip("."), **writer_options)
+                _write_all_or_none(transcript, targets, writer_options)
             except Exception as error:  # one bad file must not stop the batch
                 if isinstance(error, WhisperSGError):
                     message = str(error)

@@ -1,0 +1,6 @@
+"""IMDA NSC part 3+ TextGrids → clips + interchange files (run with --help). The logic lives in whispersg.finetune; this is a launcher."""
+
+from whispersg.cli.finetune import imda_part3_main
+
+if __name__ == "__main__":
+    raise SystemExit(imda_part3_main())

@@ -1,0 +1,109 @@
+"""The interchange format between corpus readers and ``finalize``.
+
+Two UTF-8 files in one folder, same ids in the same order, one example per line:
+
+* ``audio_paths.txt``: ``<id>\\t<absolute path to the audio file>``
+* ``text.txt``: ``<id>\\t<transcript>``
+
+Any corpus can be brought into the fine-tuning chain by writing these two files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from whispersg.errors import DataError
+
+AUDIO_PATHS_FILE = "audio_paths.txt"
+TEXT_FILE = "text.txt"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance: a unique id, its audio file and its transcript."""
+
+    id: str
+    audio_path: str
+    text: str
+
+
+@dataclass
+class ReadReport:
+    """What a reader or the joiner kept and what it skipped, with the reasons (shown to the user)."""
+
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def summary(self) -> str:
+        parts = [f"kept {self.kept}"] + [f"skipped {count} ({reason})" for reason, count in sorted(self.skipped.items())]
+        return ", ".join(parts)
+
+
+def write_interchange(folder: str | Path, examples: Iterable[Example]) -> int:
+    """Write the two interchange files atomically; returns the number of examples written."""
+    from whispersg.writers import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    examples = list(examples)
+    seen: set[str] = set()
+    for example in examples:
+        if example.id in seen:
+            raise DataError(f"{folder}: duplicate utterance id {example.id!r}; ids must be unique")
+        seen.add(example.id)
+        for value, what in ((example.id, "id"), (example.audio_path, "audio path"), (example.text, "transcript")):
+            if "\t" in value or "\n" in value:
+                raise DataError(f"{folder}: the {what} of {example.id!r} contains a tab or newline")
+    atomic_write_text(folder / AUDIO_PATHS_FILE, "".join(f"{e.id}\t{e.audio_path}\n" for e in examples))
+    atomic_write_text(folder / TEXT_FILE, "".join(f"{e.id}\t{e.text}\n" for e in examples))
+    return len(examples)
+
+
+def read_pairs(path: str | Path) -> dict[str, str]:
+    """Read one interchange file into ``{id: value}``; malformed lines name file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; run a data preparation script first or write it yourself")
+    pairs: dict[str, str] = {}
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            key, tab, value = line.partition("\t")
+            if not tab or not key.strip():
+                raise DataError(f"{path}:{number}: expected '<id>\\t<value>', got {line[:60]!r}")
+            key = key.strip()
+            if key in pairs:
+                raise DataError(f"{path}:{number}: id {key!r} appears twice (first value {pairs[key][:40]!r})")
+            pairs[key] = value.strip()
+    return pairs
+
+
+def read_interchange(folder: str | Path) -> tuple[list[Example], ReadReport]:
+    """Join ``audio_paths.txt`` and ``text.txt`` by id, dropping (and reporting) orphans on either side."""
+    folder = Path(folder)
+    audio_paths = read_pairs(folder / AUDIO_PATHS_FILE)
+    texts = read_pairs(folder / TEXT_FILE)
+    report = ReadReport()
+    examples = []
+    for key, audio_path in audio_paths.items():
+        if key not in texts:
+            report.skip(f"id in {AUDIO_PATHS_FILE} without a transcript in {TEXT_FILE}")
+            continue
+        examples.append(Example(key, audio_path, texts[key]))
+    orphan_texts = len(set(texts) - set(audio_paths))
+    if orphan_texts:
+        report.skip(f"id in {TEXT_FILE} without audio in {AUDIO_PATHS_FILE}", orphan_texts)
+    report.kept = len(examples)
+    for reason, count in report.skipped.items():
+        logger.warning("%s: %d %s", folder, count, reason)
+    return examples, report

@@ -1,0 +1,234 @@
+"""Fine-tuning a Whisper checkpoint with ``Seq2SeqTrainer`` on prepared datasets.
+
+``TrainingSettings`` carries the original WhisperSG recipe as defaults
+(whisper-small.en, lr 1e-5, 500 warm-up steps, effective batch 64, one epoch,
+Adafactor, gradient checkpointing, fp16 on CUDA only, WER-selected best model).
+Every checkpoint folder is standalone: weights, tokenizer, feature extractor and
+generation config, so it can be evaluated, resumed or converted as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from whispersg.errors import DataError, ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "openai/whisper-small.en"
+
+
+@dataclass
+class TrainingSettings:
+    """Everything a training run needs; the CLI flags and the notebook's parameters map onto these fields."""
+
+    datasets: list[str]
+    output_dir: str
+    weights: Optional[list[float]] = None
+    base_model: str = DEFAULT_BASE_MODEL
+    language: Optional[str] = None  # multilingual base models only; ".en" models are English
+    task: str = "transcribe"
+    learning_rate: float = 1e-5
+    warmup_steps: int = 500
+    batch_size: int = 16  # per device
+    effective_batch_size: int = 64  # reached with gradient accumulation
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    optim: str = "adafactor"
+    gradient_checkpointing: bool = True
+    eval_steps: int = 1000
+    save_steps: int = 1000
+    save_total_limit: Optional[int] = 3
+    logging_steps: int = 25
+    generation_max_length: int = 225
+    max_eval_samples: Optional[int] = None
+    seed: int = 42
+    resume_from_checkpoint: Optional[str] = None  # a checkpoint folder, or "latest"
+    dataloader_num_workers: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return max(1, math.ceil(self.effective_batch_size / self.batch_size))
+
+
+def load_base(base_model: str, language: Optional[str] = None, task: str = "transcribe") -> tuple[Any, Any]:
+    """Model and processor of a Whisper checkpoint (local folder, or the local Hugging Face cache)."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    try:
+        processor = WhisperProcessor.from_pretrained(base_model)
+        model = WhisperForConditionalGeneration.from_pretrained(base_model, use_safetensors=_has_safetensors(base_model))
+    except OSError as error:
+        raise ModelError(
+            f"{base_model}: cannot load a Whisper checkpoint ({str(error).splitlines()[0]}); pass a local "
+            "checkpoint folder, or add --allow_download on a connected machine to fetch it from the hub"
+        ) from error
+    if language is not None:
+        processor.tokenizer.set_prefix_tokens(language=language, task=task)
+        model.generation_config.language = language
+        model.generation_config.task = task
+    model.generation_config.forced_decoder_ids = None
+    model.config.forced_decoder_ids = None
+    return model, processor
+
+
+def _has_safetensors(base_model: str) -> Optional[bool]:
+    """Local folders must hold safetensors weights (no pickle loading); hub ids let transformers choose."""
+    folder = Path(base_model)
+    if not folder.is_dir():
+        return None
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder}: no .safetensors weights; convert the checkpoint to safetensors first")
+    return True
+
+
+def save_standalone(folder: str | Path, processor: Any, model: Any = None) -> None:
+    """Make a checkpoint folder loadable on its own: processor (tokenizer + feature extractor) and generation config.
+
+    The feature extractor is also written as ``preprocessor_config.json``, which
+    CTranslate2 conversion and faster-whisper read.
+    """
+    folder = Path(folder)
+    processor.save_pretrained(folder)
+    processor.feature_extractor.save_pretrained(folder)
+    if model is not None:
+        model.generation_config.save_pretrained(folder)
+
+
+def wer_metric():
+    """The offline ``evaluate`` WER metric (see ``wer_metric.py``)."""
+    import evaluate
+
+    from whispersg.finetune import wer_metric
+
+    return evaluate.load(wer_metric.__file__)
+
+
+def normalized_wer(references: list[str], predictions: list[str], metric: Any = None) -> float:
+    """WER after Whisper's English normaliser, references that normalise to nothing left out."""
+    from whispersg.metrics import normalize
+
+    pairs = [(normalize(r), normalize(p)) for r, p in zip(references, predictions)]
+    pairs = [(r, p) for r, p in pairs if r]
+    if not pairs:
+        raise DataError("no reference words to score against")
+    metric = metric or wer_metric()
+    return float(metric.compute(references=[r for r, _ in pairs], predictions=[p for _, p in pairs]))
+
+
+def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any = None):
+    """A ready ``Seq2SeqTrainer`` for ``settings`` (the notebook inspects it before calling ``train``)."""
+    import torch
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+    from whispersg.finetune.data import SpeechCollator, mix_datasets
+
+    if model is None or processor is None:
+        model, processor = load_base(settings.base_model, settings.language, settings.task)
+    train_set = mix_datasets(settings.datasets, "train", settings.weights, settings.seed)
+    eval_set = mix_datasets(settings.datasets, "test", None, settings.seed)
+    if settings.max_eval_samples is not None:
+        eval_set = eval_set.select(range(min(settings.max_eval_samples, len(eval_set))))
+    if len(train_set) == 0 or len(eval_set) == 0:
+        raise DataError("the prepared datasets have an empty train or test split; prepare more data")
+    model.config.use_cache = not settings.gradient_checkpointing
+    metric = wer_metric()
+    tokenizer = processor.tokenizer
+
+    def compute_metrics(prediction) -> dict:
+        predicted = prediction.predictions
+        labels = prediction.label_ids.copy()
+        labels[labels == -100] = tokenizer.pad_token_id
+        predicted[predicted == -100] = tokenizer.pad_token_id
+        hypotheses = tokenizer.batch_decode(predicted, skip_special_tokens=True)
+        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        return {"wer": normalized_wer(references, hypotheses, metric)}
+
+    class StandaloneCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            save_standalone(Path(args.output_dir) / f"checkpoint-{state.global_step}", processor, model)
+
+    cuda = torch.cuda.is_available()
+    arguments = Seq2SeqTrainingArguments(
+        output_dir=settings.output_dir,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        optim=settings.optim,
+        **{_checkpointing_argument(Seq2SeqTrainingArguments): settings.gradient_checkpointing},
+        fp16=cuda,
+        use_cpu=not cuda,
+        eval_strategy="steps",
+        eval_steps=settings.eval_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        logging_steps=settings.logging_steps,
+        predict_with_generate=True,
+        generation_max_length=settings.generation_max_length,
+        load_best_model_at_end=True,
+        metric_for_best_model="wer",
+        greater_is_better=False,
+        report_to=settings.report_to,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        remove_unused_columns=False,  # the collator needs the raw audio and sentence columns
+        label_names=["labels"],
+        dataloader_num_workers=settings.dataloader_num_workers,
+    )
+    return Seq2SeqTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=SpeechCollator(processor, model.config.decoder_start_token_id),
+        compute_metrics=compute_metrics,
+        processing_class=processor,
+        callbacks=[StandaloneCheckpoints()],
+    )
+
+
+def _checkpointing_argument(arguments_class) -> str:
+    """transformers 5 renamed gradient_checkpointing (kept until v6); use the name this version prefers."""
+    import dataclasses
+
+    names = {spec.name for spec in dataclasses.fields(arguments_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Optional[str]:
+    """The newest ``checkpoint-N`` folder of a run, or None."""
+    checkpoints = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))) if checkpoints else None
+
+
+def train(settings: TrainingSettings) -> dict:
+    """Build the trainer and run it (see ``run_training``)."""
+    return run_training(build_trainer(settings), settings)
+
+
+def run_training(trainer, settings: TrainingSettings) -> dict:
+    """Train (resuming if asked), save the best model standalone in ``output_dir``, return the final metrics."""
+    resume = settings.resume_from_checkpoint
+    if resume == "latest":
+        resume = latest_checkpoint(settings.output_dir)
+        if resume is None:
+            raise DataError(f"{settings.output_dir}: no checkpoint-N folder to resume from")
+    elif resume is not None and not Path(resume).is_dir():
+        raise DataError(f"{resume}: no such checkpoint folder")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(settings.output_dir)
+    save_standalone(settings.output_dir, trainer.processing_class, trainer.model)
+    metrics = dict(result.metrics)
+    metrics.update(trainer.evaluate())
+    trainer.save_metrics("all", metrics)
+    return metrics
