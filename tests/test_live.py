@@ -108,7 +108,7 @@ def test_interrupt_keeps_everything_committed(tmp_path, cli_env):
         handle.writeframes((np.concatenate([call, call]) * 32767).astype("<i2").tobytes())
     process = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--input", str(long_call),
                                 "-o", str(tmp_path), "-f", "srt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=cli_env, cwd=REPO)
+                               text=True, env=cli_env, preexec_fn=_interruptible, cwd=REPO)
     target = tmp_path / "call-live.srt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "Diane" not in (target.read_text() if target.exists() else ""):
@@ -133,7 +133,7 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     pulse = pulse_device(env)
     out = tmp_path / "out"
     live = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--mic_id", pulse, "-o", str(out), "-f", "txt"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_interruptible, cwd=REPO)
     try:
         time.sleep(8)  # model load and stream start
         played = subprocess.run(["paplay", "--device=vmic", str(DEMO_WAV)], env=env, capture_output=True, timeout=120)
@@ -147,6 +147,12 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     assert len(sessions) == 1, stderr
     wer = corpus_wer([reference()], [sessions[0].read_text()])
     assert wer <= 0.25, (wer, sessions[0].read_text(), stderr)
+
+
+def _interruptible() -> None:
+    """Children must act on the SIGINT the tests send, even when the test run itself was started
+    in the background by a non-interactive shell (which makes SIGINT ignored, and inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pulse_device(env: dict) -> str:
@@ -164,7 +170,7 @@ def test_record_then_transcribe_with_the_file_pipeline(virtual_microphone, tmp_p
     out = tmp_path / "out"
     record = subprocess.Popen([sys.executable, "-m", "whispersg", "--mic_id", pulse_device(env), "-o", str(out),
                                "-f", "all", "--save_recording"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env, cwd=REPO)
+                              text=True, env=env, preexec_fn=_interruptible, cwd=REPO)
     try:
         time.sleep(3)
         played = subprocess.run(["paplay", "--device=vmic", str(DEMO_WAV)], env=env, capture_output=True, timeout=120)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 
@@ -86,11 +86,77 @@ def decode_bytes(data: bytes, name: str, sample_rate: int = SAMPLE_RATE) -> Deco
 
 
 def _decode(source, label, sample_rate: int, claimed_duration: float | None = None) -> DecodedAudio:
+    report = _DecodeReport()
+    chunks = list(_decoded_pieces(source, label, sample_rate, report, claimed_duration))
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    decoded = DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), expected_duration=report.expected)
+    report.check(label, decoded.duration)
+    return decoded
+
+
+def stream_file(path: str | Path, block_seconds: float, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode a recording block by block (``block_seconds`` each, the last one shorter), in bounded memory.
+
+    Same checks and damaged-file warning as ``decode_file``, given once the end is reached.
+    """
+    path = Path(path)
+    _check_readable_file(path)
+    report = _DecodeReport()
+    block = max(1, int(block_seconds * sample_rate))
+    pending: list[np.ndarray] = []
+    held = 0
+    total = 0
+    for piece in _decoded_pieces(str(path), path, sample_rate, report, _riff_claimed_duration(path)):
+        pending.append(piece)
+        held += len(piece)
+        while held >= block:
+            joined = np.concatenate(pending)
+            yield np.ascontiguousarray(joined[:block])
+            total += block
+            pending, held = [joined[block:]], held - block
+    if held:
+        yield np.ascontiguousarray(np.concatenate(pending))
+        total += held
+    report.check(path, total / sample_rate)
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """The duration a recording's header claims (seconds), without decoding; None if it says nothing."""
     import av
 
-    chunks: list[np.ndarray] = []
+    path = Path(path)
+    claimed = _riff_claimed_duration(path)
+    if claimed:
+        return claimed
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.audio[0] if container.streams.audio else None
+            if stream is not None and stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1_000_000 if container.duration else None
+    except (av.FFmpegError, UnicodeDecodeError, OSError):
+        return None
+
+
+@dataclass
+class _DecodeReport:
     expected: float | None = None
     damaged: Exception | None = None
+
+    def check(self, label, duration: float) -> None:
+        """Raise if nothing decoded from a damaged file; warn if it was damaged or cut short."""
+        if self.damaged is not None and duration == 0:
+            raise AudioError(f"{label}: no audio could be decoded ({_short(self.damaged)}); the file is damaged or not audio")
+        if self.damaged is not None or _looks_truncated(duration, self.expected):
+            claimed = f" of {self.expected:.1f} s claimed by its header" if self.expected else ""
+            logger.warning(
+                "%s: file is damaged or cut short; transcribing the %.1f s that decoded%s", label, duration, claimed
+            )
+
+
+def _decoded_pieces(source, label, sample_rate: int, report: _DecodeReport, claimed_duration: float | None) -> Iterator[np.ndarray]:
+    import av
+
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError) as error:
@@ -103,38 +169,23 @@ def _decode(source, label, sample_rate: int, claimed_duration: float | None = No
             raise AudioError(f"{label}: the file has no audio stream; pass a recording with sound")
         stream = container.streams.audio[0]
         if stream.duration is not None and stream.time_base is not None:
-            expected = float(stream.duration * stream.time_base)
+            report.expected = float(stream.duration * stream.time_base)
         elif container.duration is not None:
-            expected = container.duration / 1_000_000
-        expected = claimed_duration or expected
+            report.expected = container.duration / 1_000_000
+        report.expected = claimed_duration or report.expected
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler tolerate gaps in damaged files
                 for resampled in resampler.resample(frame):
-                    chunks.append(resampled.to_ndarray().reshape(-1).copy())
+                    yield resampled.to_ndarray().reshape(-1).copy()
         except (av.FFmpegError, ValueError, MemoryError) as error:
-            damaged = error
+            report.damaged = error
         try:
             for resampled in resampler.resample(None):
-                chunks.append(resampled.to_ndarray().reshape(-1).copy())
+                yield resampled.to_ndarray().reshape(-1).copy()
         except (av.FFmpegError, ValueError):
             pass
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    decoded = DecodedAudio(samples=np.ascontiguousarray(samples, dtype=np.float32), expected_duration=expected)
-    if damaged is not None and decoded.duration == 0:
-        raise AudioError(
-            f"{label}: no audio could be decoded ({_short(damaged)}); the file is damaged or not audio"
-        )
-    if damaged is not None or _looks_truncated(decoded):
-        claimed = f" of {expected:.1f} s claimed by its header" if expected else ""
-        logger.warning(
-            "%s: file is damaged or cut short; transcribing the %.1f s that decoded%s",
-            label,
-            decoded.duration,
-            claimed,
-        )
-    return decoded
 
 
 def _check_readable_file(path: Path) -> None:
@@ -177,12 +228,12 @@ def _riff_claimed_duration(path: Path) -> float | None:
     return None
 
 
-def _looks_truncated(decoded: DecodedAudio) -> bool:
+def _looks_truncated(duration: float, expected: float | None) -> bool:
     # Headers of recordings cut short still claim the full length: trust them
     # only when the gap is clearly more than codec padding.
-    if decoded.expected_duration is None or decoded.expected_duration <= 0:
+    if expected is None or expected <= 0:
         return False
-    return decoded.duration < decoded.expected_duration - max(0.5, 0.02 * decoded.expected_duration)
+    return duration < expected - max(0.5, 0.02 * expected)
 
 
 def _short(error: Exception) -> str:

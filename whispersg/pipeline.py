@@ -22,6 +22,9 @@ from whispersg.types import Segment, Transcript
 
 logger = logging.getLogger(__name__)
 
+STREAM_BLOCK_SECONDS = 300.0  # long files are decoded and transcribed five minutes at a time
+PAUSE_SEARCH_SECONDS = 30.0  # each block ends at the longest pause of its last 30 s
+
 
 def build_options(options: Optional[PipelineOptions] = None, **keywords: Any) -> PipelineOptions:
     """Merge keyword arguments (today's names or the original WhisperSG ones) into options."""
@@ -115,28 +118,65 @@ class WhisperSGPipeline:
         return self._store or default_store()
 
     def transcribe(self, audio: AudioSource, *, progress=None, **overrides: Any) -> Transcript:
-        """Transcribe a file path or a 16 kHz float32 array; keyword overrides apply to this call only."""
-        from whispersg.alignment import align
-        from whispersg.asr import chunks_from_regions, split_at_sentences
-        from whispersg.speakers import assign_speakers
-        from whispersg.vad import VadSettings, detect_speech, pack_regions
+        """Transcribe a file path or a 16 kHz float32 array; keyword overrides apply to this call only.
 
+        Files are decoded and transcribed in blocks of ``STREAM_BLOCK_SECONDS`` cut at
+        pauses, so memory stays flat however long the recording; with diarization
+        (which clusters speakers over the whole recording) the file is decoded at once.
+        """
         opts = build_options(self.options, **overrides) if overrides else self.options
         if overrides:
             self.decoder.check_task(opts, self.model.name)
-        samples = load_audio(audio)
+        source = None if hasattr(audio, "shape") else str(audio)
+        if source is None or opts.diarize:
+            samples = load_audio(audio)
+            duration = len(samples) / SAMPLE_RATE
+            segments, language, turns = self._transcribe_samples(samples, opts, progress, diarize=True)
+        else:
+            segments, language, duration = self._transcribe_blocks(Path(source), opts, progress)
+            turns = []
+        return Transcript(segments=segments, language=language, duration=duration, speaker_turns=turns, source=source)
+
+    def _transcribe_blocks(self, path: Path, opts: PipelineOptions, progress) -> tuple[list[Segment], str, float]:
+        """Decode ``path`` block by block; each block ends at a pause and is transcribed on its own."""
+        import numpy as np
+
+        from whispersg.audio import probe_duration, stream_file
+        from whispersg.vad import pause_cut
+
+        total = probe_duration(path)
+        segments: list[Segment] = []
+        language: Optional[str] = opts.language
+        offset = 0.0
+        carry = np.zeros(0, dtype=np.float32)
+        blocks = stream_file(path, STREAM_BLOCK_SECONDS)
+        upcoming = next(blocks, None)
+        while upcoming is not None:
+            buffer = np.concatenate([carry, upcoming]) if len(carry) else upcoming
+            upcoming = next(blocks, None)
+            cut = len(buffer) if upcoming is None else pause_cut(buffer, _vad_settings(opts), PAUSE_SEARCH_SECONDS)
+            piece, carry = buffer[:cut], buffer[cut:]
+            piece_seconds = len(piece) / SAMPLE_RATE
+            block_opts = opts if language is None or opts.language else opts.updated(language=language)
+            found, detected, _ = self._transcribe_samples(
+                piece, block_opts, _offset_progress(progress, offset, piece_seconds, total), diarize=False
+            )
+            if found and language is None:
+                language = detected  # later blocks keep the language the first speech was in
+            segments.extend(segment.shift(offset) for segment in found)
+            offset += piece_seconds
+        return segments, language or "en", offset
+
+    def _transcribe_samples(self, samples, opts: PipelineOptions, progress, diarize: bool):
+        """Every stage on decoded audio: returns segments (times within ``samples``), language, speaker turns."""
+        from whispersg.alignment import align
+        from whispersg.asr import chunks_from_regions, split_at_sentences
+        from whispersg.speakers import assign_speakers
+        from whispersg.vad import detect_speech, pack_regions
+
         duration = len(samples) / SAMPLE_RATE
-        settings = VadSettings(
-            method=opts.vad_method,
-            onset=opts.vad_onset,
-            offset=opts.vad_offset,
-            min_speech_duration=opts.min_speech_duration,
-            min_silence_duration=opts.min_silence_duration,
-            speech_pad=opts.speech_pad,
-            chunk_size=opts.chunk_size,
-        )
-        regions = detect_speech(samples, settings)
-        diarizer = self._diarizer(opts)
+        regions = detect_speech(samples, _vad_settings(opts))
+        diarizer = self._diarizer(opts) if diarize else None
         # Diarization needs only the decoded audio: run it beside speech recognition.
         turns_future = self._background.submit(diarizer.diarize, samples, opts.speaker_count()) if diarizer else None
         chunks = chunks_from_regions(pack_regions(regions, opts.chunk_size), duration, opts.chunk_context, opts.chunk_size)
@@ -147,15 +187,38 @@ class WhisperSGPipeline:
         turns = turns_future.result() if turns_future else []
         if turns:
             segments = assign_speakers(segments, turns)
-        return Transcript(
-            segments=segments,
-            language=language,
-            duration=duration,
-            speaker_turns=turns,
-            source=None if hasattr(audio, "shape") else str(audio),
-        )
+        return segments, language, turns
 
     __call__ = transcribe
+
+
+def _vad_settings(opts: PipelineOptions):
+    from whispersg.vad import VadSettings
+
+    return VadSettings(
+        method=opts.vad_method,
+        onset=opts.vad_onset,
+        offset=opts.vad_offset,
+        min_speech_duration=opts.min_speech_duration,
+        min_silence_duration=opts.min_silence_duration,
+        speech_pad=opts.speech_pad,
+        chunk_size=opts.chunk_size,
+    )
+
+
+def _offset_progress(progress, offset: float, piece_seconds: float, total: Optional[float]):
+    """Progress of one block reported as progress through the whole file, with segment times made absolute."""
+    if progress is None:
+        return None
+    import copy
+
+    def report(done: float, block_total: float, segments) -> None:
+        fraction = done / block_total if block_total else 1.0
+        overall = offset + fraction * piece_seconds
+        shown = [copy.deepcopy(segment).shift(offset) for segment in segments]
+        progress(min(overall, total) if total else overall, total or max(overall, 1e-9), shown)
+
+    return report
 
 
 def print_transcription(transcript: Transcript, show_timestamps: bool = True) -> None:

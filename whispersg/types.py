@@ -96,6 +96,21 @@ class Segment:
             temperature=self.temperature,
         )
 
+    def shift(self, offset: float) -> "Segment":
+        """Move the segment, its words and character timings by ``offset`` seconds (in place)."""
+        self.start += offset
+        self.end += offset
+        for word in self.words:
+            if word.start is not None:
+                word.start += offset
+            if word.end is not None:
+                word.end += offset
+        for char in self.chars or ():
+            for key in ("start", "end"):
+                if char.get(key) is not None:
+                    char[key] += offset
+        return self
+
     def tidy_word_times(self) -> "Segment":
         """Clamp timed words into the segment, monotonic and non-overlapping; fit the segment to them."""
         cursor = self.start

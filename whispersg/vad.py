@@ -24,6 +24,7 @@ from whispersg.errors import missing_extra
 logger = logging.getLogger(__name__)
 
 VAD_METHODS = ("silero", "pyannote", "none")
+SILERO_SLICE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,18 @@ def _silero_regions(audio: np.ndarray, settings: VadSettings) -> list[SpeechRegi
         speech_pad_ms=int(settings.speech_pad * 1000),
         max_speech_duration_s=settings.chunk_size,
     )
-    stamps = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
-    return [SpeechRegion(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+    # faster-whisper runs Silero on up to 320 s of windows at once (~0.5 MB per second of audio);
+    # slices keep that bounded for long inputs.  Regions cut by a slice edge are joined again.
+    regions: list[SpeechRegion] = []
+    step = int(SILERO_SLICE_SECONDS * SAMPLE_RATE)
+    for first in range(0, len(audio), step):
+        offset = first / SAMPLE_RATE
+        for stamp in get_speech_timestamps(audio[first : first + step], options, sampling_rate=SAMPLE_RATE):
+            region = SpeechRegion(offset + stamp["start"] / SAMPLE_RATE, offset + stamp["end"] / SAMPLE_RATE)
+            if regions and region.start - regions[-1].end < 0.01:
+                region = SpeechRegion(regions.pop().start, region.end)
+            regions.append(region)
+    return regions
 
 
 @functools.lru_cache(maxsize=4)
@@ -176,3 +187,26 @@ def _balanced_groups(stretch: list[SpeechRegion], chunk_size: float) -> list[lis
         groups.append(stretch[first : best + 1])
         first = best + 1
     return groups
+
+
+def pause_cut(audio: np.ndarray, settings: VadSettings, search_seconds: float = 30.0) -> int:
+    """Where to end a block of a long recording: the middle of the longest pause in its last
+    ``search_seconds`` (or, in unbroken speech, its quietest 0.1 s), as a sample index."""
+    search_start = max(0, len(audio) - int(search_seconds * SAMPLE_RATE))
+    tail = audio[search_start:]
+    regions = detect_speech(tail, settings)
+    if not regions:
+        return len(audio)
+    tail_seconds = len(tail) / SAMPLE_RATE
+    edges = [0.0] + [t for region in regions for t in (region.start, region.end)] + [tail_seconds]
+    gaps = [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]
+    # A pause at the very end may be the start of one that continues in the next block: fine to cut there too.
+    start, end = max(gaps, key=lambda gap: gap[1] - gap[0])
+    if end - start >= 0.1:
+        return search_start + int((start + end) / 2 * SAMPLE_RATE)
+    window = int(0.1 * SAMPLE_RATE)
+    usable = len(tail) // window * window
+    if usable == 0:
+        return len(audio)
+    energy = np.square(tail[:usable].reshape(-1, window)).mean(axis=1)
+    return search_start + int(np.argmin(energy)) * window + window // 2

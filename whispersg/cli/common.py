@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional
 
@@ -100,6 +101,7 @@ def run_main(body: Callable[[], int], debug: bool) -> int:
     from whispersg.console import print_error
     from whispersg.errors import WhisperSGError
 
+    return_freed_memory_to_the_system()
     try:
         return _run_then_ignore_late_interrupts(body)
     except KeyboardInterrupt:
@@ -150,3 +152,26 @@ def microphone_choice(value: Optional[str]) -> Optional[int]:
         return int(value)
     except ValueError as error:
         raise OptionError(f"--mic_id must be a device number or 'list' (got {value!r})") from error
+
+
+def return_freed_memory_to_the_system() -> None:
+    """Have glibc serve allocations of 1 MiB and more with mmap and trim freed heap above 1 MiB.
+
+    Decoding allocates many large, short-lived buffers; with glibc's adaptive
+    thresholds they fragment the heap and peak RSS creeps up over a long
+    recording (measured on 20 min of speech: +195 MB over a 1-min file by
+    default, +84 MB with this).  No effect on other C libraries.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_trim_threshold, 1 << 20)
+    mallopt(m_mmap_threshold, 1 << 20)
