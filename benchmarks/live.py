@@ -73,6 +73,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time; 0 = as fast as possible, WER only)")
+    parser.add_argument("--soft_chunk_limit", type=float, default=LiveSettings.soft_chunk_limit)
+    parser.add_argument("--silence_duration", type=float, default=LiveSettings.silence_duration)
+    parser.add_argument("--hard_chunk_limit", type=float, default=LiveSettings.hard_chunk_limit)
+    parser.add_argument("--tag", default=None, help="suffix of the result files")
     args = parser.parse_args()
 
     stream, reference = build_stream(Path(args.manifest), args.minutes)
@@ -94,7 +99,9 @@ def main() -> None:
                 memory.append((time.monotonic() - started, rss_mb()))
 
         threading.Thread(target=sample_memory, daemon=True).start()
-        transcriber = LiveTranscriber(pipeline, FileSource(path, speed=1.0), LiveSettings())
+        settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
+                                silence_duration=args.silence_duration)
+        transcriber = LiveTranscriber(pipeline, FileSource(path, speed=args.speed), settings)
         transcript = transcriber.run()
         stop.set()
     timings = transcriber.state.timings
@@ -109,7 +116,9 @@ def main() -> None:
     overall = statistics.median(committed) if committed else float("nan")
     results = {
         "date": dt.date.today().isoformat(), "machine": platform.node(), "minutes": len(stream) / SAMPLE_RATE / 60,
-        "model": pipeline.model_name, "threads": args.threads, "words": len(timings),
+        "model": pipeline.model_name, "threads": args.threads, "words": len(timings), "speed": args.speed,
+        "soft_chunk_limit": args.soft_chunk_limit, "hard_chunk_limit": args.hard_chunk_limit,
+        "silence_duration": args.silence_duration,
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
         "per_minute": per_minute,
@@ -120,7 +129,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"live-{results['date']}-{platform.node() or 'host'}"
+    stem = f"live-{results['date']}-{platform.node() or 'host'}" + (f"-{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Live benchmark · {results['minutes']:.1f} min stream · {results['model']} · {args.threads} threads · {results['date']}",

@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", nargs="+", type=Path, default=[REPO / "demo" / "sample.wav"],
                         help="speech clips to repeat (default: demo/sample.wav)")
     parser.add_argument("--model", default=None, help="model name or folder (default: the default model)")
+    parser.add_argument("--batch_size", type=int, default=None, help="decoding batch size (default: the pipeline's)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    extra = ["--model", args.model] if args.model else []
+    extra = (["--model", args.model] if args.model else []) + (["--batch_size", str(args.batch_size)] if args.batch_size else [])
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -96,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     host = platform.node().split(".")[0] or "host"
     stamp = dt.date.today().isoformat()
     args.results.mkdir(parents=True, exist_ok=True)
-    report = {"date": stamp, "host": host, "clips": [str(c) for c in args.clips], "runs": rows, "rss_growth_mb": round(growth, 1)}
-    (args.results / f"long-input-{stamp}-{host}.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {"date": stamp, "host": host, "clips": [str(c) for c in args.clips], "batch_size": args.batch_size,
+              "runs": rows, "rss_growth_mb": round(growth, 1)}
+    stem = f"long-input-{stamp}-{host}" + (f"-batch{args.batch_size}" if args.batch_size else "")
+    (args.results / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| recording | wall time | RTF | peak RSS |", "|---|---:|---:|---:|"]
     lines += [f"| {r['minutes']:g} min | {r['wall_s']} s | {r['rtf']} | {r['peak_rss_mb']} MB |" for r in rows]
     lines.append(f"\nPeak RSS growth from 1 min to {args.minutes:g} min: {growth:+.1f} MB (target: < 200 MB).")
-    (args.results / f"long-input-{stamp}-{host}.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -31,6 +31,8 @@ REPO = HERE.parent
 DEFAULT_MANIFEST = REPO.parent / "shared" / "eval" / "manifest.jsonl"
 WHISPERX_PYTHON = HERE / ".venv-whisperx" / "bin" / "python"
 ASR_SYSTEMS = ("whispersg", "whispersg-no-align", "faster-whisper-batched", "faster-whisper", "whisperx")
+# Variants compared on request (--systems), e.g. the Singapore vocabulary experiment of README.
+EXTRA_SYSTEMS = ("whispersg-vocab-sg",)
 DIARIZATION_SYSTEMS = ("whispersg-diarize", "senko", "whispersg-full")
 
 
@@ -51,13 +53,14 @@ def load_manifest(path: Path) -> list[dict]:
 def asr_worker(system: str, args: argparse.Namespace) -> dict:
     rows = load_manifest(Path(args.manifest))
     started = time.perf_counter()
-    if system in ("whispersg", "whispersg-no-align"):
+    if system in ("whispersg", "whispersg-no-align", "whispersg-vocab-sg"):
         sys.path.insert(0, str(REPO))
         from whispersg import WhisperSGPipeline
 
         # whispersg times every word by default; the peers' runs here give no word times.
         pipeline = WhisperSGPipeline(model=args.model, device=args.device, compute_type=args.compute_type,
-                                     threads=args.threads, batch_size=args.batch_size, align=system == "whispersg")
+                                     threads=args.threads, batch_size=args.batch_size, align=system != "whispersg-no-align",
+                                     vocab="sg" if system == "whispersg-vocab-sg" else "none")
         run = lambda path: pipeline.transcribe(path).text  # noqa: E731
     elif system in ("faster-whisper-batched", "faster-whisper"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -251,6 +254,7 @@ def main() -> None:
     parser.add_argument("--compute_type", default="int8")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--tag", default=None, help="suffix of the result files (keeps a variant run beside the main one)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
@@ -281,7 +285,7 @@ def main() -> None:
             results["diarization"].append(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{results['date']}-{platform.node() or 'host'}-{args.device}"
+    stem = f"{results['date']}-{platform.node() or 'host'}-{args.device}" + (f"-{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
     (out / f"{stem}.md").write_text(table)

@@ -113,7 +113,7 @@ def test_bad_option_values_are_one_line_errors(cli_env, tmp_path):
     assert not list(tmp_path.glob("sample.*"))
 
 
-STRING_EXAMPLES = {"language": "ms", "suppress_tokens": "50,51"}
+STRING_EXAMPLES = {"language": "ms", "suppress_tokens": "50,51", "vocab": "sg"}
 # Flags that only make sense together with another one.
 COMPANION_FLAGS = {"align_method": ["--align_model", "aligner"]}
 

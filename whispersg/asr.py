@@ -68,6 +68,7 @@ class WhisperDecoder:
         self._language_lock = threading.Lock()
         self._numeral_tokens: Optional[list[int]] = None
         self._suppressed: dict[tuple, list[int]] = {}
+        self._hotwords_cache: dict[tuple, Optional[str]] = {}
 
     @property
     def multilingual(self) -> bool:
@@ -151,8 +152,17 @@ class WhisperDecoder:
             tokenizer,
             previous_tokens=previous_tokens,
             without_timestamps=True,
-            hotwords=options.hotwords,
+            hotwords=self._hotwords(tokenizer, options),
         )
+
+    def _hotwords(self, tokenizer, options: PipelineOptions) -> Optional[str]:
+        from whispersg.vocab import vocabulary_hotwords
+
+        key = (options.vocab, options.hotwords)
+        if key not in self._hotwords_cache:
+            count = lambda text: len(tokenizer.encode(" " + text))  # noqa: E731
+            self._hotwords_cache[key] = vocabulary_hotwords(options.vocab, options.hotwords, count)
+        return self._hotwords_cache[key]
 
     def _suppress_tokens(self, tokenizer, options: PipelineOptions) -> list[int]:
         from faster_whisper.transcribe import get_suppressed_tokens

