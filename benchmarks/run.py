@@ -60,7 +60,7 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
         # whispersg times every word by default; the peers' runs here give no word times.
         pipeline = WhisperSGPipeline(model=args.model, device=args.device, compute_type=args.compute_type,
                                      threads=args.threads, batch_size=args.batch_size, align=system != "whispersg-no-align",
-                                     vocab="sg" if system == "whispersg-vocab-sg" else "none")
+                                     vocab="sg" if system == "whispersg-vocab-sg" else "none", language="en")
         run = lambda path: pipeline.transcribe(path).text  # noqa: E731
     elif system in ("faster-whisper-batched", "faster-whisper"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
