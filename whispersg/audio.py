@@ -130,12 +130,16 @@ def probe_duration(path: str | Path) -> float | None:
         return claimed
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.audio[0] if container.streams.audio else None
-            if stream is not None and stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return container.duration / 1_000_000 if container.duration else None
+            return _header_duration(container, container.streams.audio[0]) if container.streams.audio else None
     except (av.FFmpegError, UnicodeDecodeError, OSError):
         return None
+
+
+def _header_duration(container, stream) -> float | None:
+    """What the audio stream's (else the container's) header says the duration is, in seconds."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration else None
 
 
 @dataclass
@@ -168,11 +172,7 @@ def _decoded_pieces(source, label, sample_rate: int, report: _DecodeReport, clai
         if not container.streams.audio:
             raise AudioError(f"{label}: the file has no audio stream; pass a recording with sound")
         stream = container.streams.audio[0]
-        if stream.duration is not None and stream.time_base is not None:
-            report.expected = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            report.expected = container.duration / 1_000_000
-        report.expected = claimed_duration or report.expected
+        report.expected = claimed_duration or _header_duration(container, stream)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(stream):

@@ -28,10 +28,14 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[list[str]], body: Calla
     return run_main(lambda: body(args), debug=wants_debug(argv or []) or args.debug)
 
 
-def _report(what: str, report, output: Path) -> None:
+def _write_prepared(what: str, output_dir: str, examples, report) -> int:
+    """Save a reader's examples as interchange files and say what was kept and skipped."""
     from whispersg.console import stderr_console
+    from whispersg.finetune.interchange import write_interchange
 
-    stderr_console().print(f"{what}: {report.summary()} → {output}")
+    write_interchange(output_dir, examples)
+    stderr_console().print(f"{what}: {report.summary()} → {Path(output_dir)}")
+    return 0
 
 
 def _add_cleaning_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,13 +83,10 @@ def imda_part12_main(argv: Optional[list[str]] = None) -> int:
 
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.imda import read_part12
-        from whispersg.finetune.interchange import write_interchange
 
         examples, report = read_part12(args.corpus, args.output_dir, args.channel, args.transcript,
                                        _cleaning_rules(args), progress=not args.quiet)
-        write_interchange(args.output_dir, examples)
-        _report(f"IMDA part 1/2 channel {args.channel}", report, Path(args.output_dir))
-        return 0
+        return _write_prepared(f"IMDA part 1/2 channel {args.channel}", args.output_dir, examples, report)
 
     return _run(parser, argv, body)
 
@@ -108,13 +109,10 @@ def imda_part3_main(argv: Optional[list[str]] = None) -> int:
 
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.imda import read_part3
-        from whispersg.finetune.interchange import write_interchange
 
         examples, report = read_part3(args.corpus, args.output_dir, tuple(args.mic), args.padding, args.min_duration,
                                       _cleaning_rules(args), progress=not args.quiet)
-        write_interchange(args.output_dir, examples)
-        _report("IMDA part 3", report, Path(args.output_dir))
-        return 0
+        return _write_prepared("IMDA part 3", args.output_dir, examples, report)
 
     return _run(parser, argv, body)
 
@@ -135,13 +133,10 @@ def common_voice_main(argv: Optional[list[str]] = None) -> int:
 
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.common_voice import read_common_voice
-        from whispersg.finetune.interchange import write_interchange
 
         examples, report = read_common_voice(args.corpus, args.split, args.sample, args.seed, args.min_up_votes,
                                              args.max_down_votes)
-        write_interchange(args.output_dir, examples)
-        _report("Common Voice", report, Path(args.output_dir))
-        return 0
+        return _write_prepared("Common Voice", args.output_dir, examples, report)
 
     return _run(parser, argv, body)
 

@@ -102,6 +102,7 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
     import tempfile
     import threading
 
+    from whispersg.audio import SAMPLE_RATE
     from whispersg.console import stderr_console
     from whispersg.live.display import RecordingWriter
     from whispersg.live.sources import MicrophoneSource
@@ -125,7 +126,7 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
                 block = source.read(timeout=0.1)
                 if block is not None:
                     recording.write(block)
-                    seconds += len(block) / 16000
+                    seconds += len(block) / SAMPLE_RATE
                     status.update(f"recording {seconds:5.1f} s… press Enter or Ctrl-C to stop and transcribe")
     except KeyboardInterrupt:
         pass

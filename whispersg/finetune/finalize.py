@@ -49,27 +49,24 @@ class FinalizeReport:
 
 
 def audio_duration(path: str) -> float:
-    """Duration from the file header (fast: no decoding); raises DataError if the file is unreadable."""
+    """Duration from the file header (fast: no decoding, except for files whose header says nothing);
+    raises DataError if the file is unreadable."""
     import soundfile
+
+    from whispersg.audio import decode_file, probe_duration
+    from whispersg.errors import AudioError
 
     try:
         return float(soundfile.info(path).duration)
     except (RuntimeError, OSError, ValueError):  # not a format libsndfile reads (mp3 on old builds, m4a, …)
         pass
-    import av
-
+    duration = probe_duration(path)
+    if duration is not None:
+        return duration
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise DataError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
-            return sum(frame.samples / frame.sample_rate for frame in container.decode(stream))
-    except (av.FFmpegError, UnicodeDecodeError, OSError) as error:
-        raise DataError(f"{path}: not readable audio ({error})") from error
+        return decode_file(path).duration
+    except AudioError as error:
+        raise DataError(str(error)) from error
 
 
 def label_token_counter(tokenizer_file: Optional[str | Path] = None):

@@ -110,15 +110,15 @@ def wer_metric():
 
 
 def normalized_wer(references: list[str], predictions: list[str], metric: Any = None) -> float:
-    """WER after Whisper's English normaliser, references that normalise to nothing left out."""
-    from whispersg.metrics import normalize
+    """WER after Whisper's English normaliser (``metrics.corpus_wer``), computed by the ``evaluate`` metric."""
+    from whispersg.metrics import corpus_wer
 
-    pairs = [(normalize(r), normalize(p)) for r, p in zip(references, predictions)]
-    pairs = [(r, p) for r, p in pairs if r]
-    if not pairs:
-        raise DataError("no reference words to score against")
     metric = metric or wer_metric()
-    return float(metric.compute(references=[r for r, _ in pairs], predictions=[p for _, p in pairs]))
+    try:
+        return corpus_wer(references, predictions,
+                          scorer=lambda refs, hyps: metric.compute(references=refs, predictions=hyps))
+    except ValueError as error:
+        raise DataError(str(error)) from error
 
 
 def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any = None):
