@@ -1,6 +1,6 @@
 """`whispersg FILE_OR_DIR…`: transcribe recordings into txt/srt/vtt/tsv/json files.
 
-Also dispatches `whispersg models …`.  Parsing and printing only; the work
+Also dispatches `whispersg models …` and `whispersg serve`.  Parsing and printing only; the work
 is done by WhisperSGPipeline.
 """
 
@@ -26,7 +26,7 @@ from whispersg.cli.common import (
 )
 
 OUTPUT_FORMAT_CHOICES = ("all", "txt", "srt", "vtt", "tsv", "json", "rttm")
-SUBCOMMANDS = ("models",)
+SUBCOMMANDS = ("models", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Transcribe recordings offline with Whisper tuned for Singaporean English: voice activity detection, "
             "batched CTranslate2 inference, word timestamps, subtitle and transcript files. "
-            "Other commands: 'whispersg models list|download|path' manages the local model store."
+            "Other commands: 'whispersg models list|download|path|convert' manages the local model store; 'whispersg serve' runs the local transcription service (API and browser page)."
         ),
     )
     parser.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR",
@@ -82,9 +82,9 @@ class BatchReport:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        from whispersg.cli import models as models_cli
+        import importlib
 
-        return models_cli.main(argv[1:])
+        return importlib.import_module(f"whispersg.cli.{argv[0]}").main(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help()

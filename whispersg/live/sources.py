@@ -1,4 +1,5 @@
-"""Live audio sources: microphone (PyAudio), a file replayed in real time, raw PCM on stdin.
+"""Live audio sources: microphone (PyAudio), a file replayed in real time, raw PCM on stdin,
+and PCM pushed by the caller (the service's WebSocket).
 
 Each source runs a producer thread (or PyAudio's callback) that never blocks:
 blocks of 16 kHz mono float32 go into a bounded queue, and what does not fit
@@ -128,16 +129,59 @@ class StdinSource(LiveSource):
 
     def _produce(self) -> None:
         size = int(BLOCK_SECONDS * SAMPLE_RATE) * 2
-        leftover = b""
+        pcm = Pcm16Reader()
         while not self._stop.is_set():
             data = self.stream.read(size)
             if not data:
                 return
-            data = leftover + data
-            usable = len(data) - len(data) % 2
-            leftover = data[usable:]
-            if usable:
-                self._offer(np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0)
+            samples = pcm.samples(data)
+            if len(samples):
+                self._offer(samples)
+
+
+class Pcm16Reader:
+    """Turns a byte stream of 16-bit little-endian PCM into float32 samples, whatever the chunk boundaries."""
+
+    def __init__(self) -> None:
+        self._leftover = b""
+
+    def samples(self, data: bytes) -> np.ndarray:
+        data = self._leftover + data
+        usable = len(data) - len(data) % 2
+        self._leftover = data[usable:]
+        return np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+
+
+class PushSource(LiveSource):
+    """Audio handed over by the caller (a WebSocket connection): ``push`` PCM bytes, then ``finish``.
+
+    ``push`` never blocks: when the transcriber is more than ``QUEUE_SECONDS``
+    behind, the audio is counted as dropped, as with the microphone.
+    """
+
+    name = "push"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pcm = Pcm16Reader()
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+
+    def push(self, data: bytes) -> None:
+        step = int(BLOCK_SECONDS * SAMPLE_RATE)
+        self._pending = np.concatenate([self._pending, self._pcm.samples(data)])
+        while len(self._pending) >= step:
+            self._offer(self._pending[:step])
+            self._pending = self._pending[step:]
+
+    def finish(self) -> None:
+        """No more audio: what was pushed is still transcribed, then the transcriber stops."""
+        if len(self._pending):
+            self._offer(self._pending)
+            self._pending = np.zeros(0, dtype=np.float32)
+        self._done.set()
 
 
 class MicrophoneSource(LiveSource):
