@@ -121,12 +121,14 @@ def main() -> None:
         "silence_duration": args.silence_duration,
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
+        "committed_early_fraction": sum(t.early for t in timings) / len(timings) if timings else 0.0,
         "per_minute": per_minute,
         "max_minute_deviation": max((abs(v["committed_median"] - overall) / overall for v in per_minute.values()), default=0.0),
         "live_wer": corpus_wer([reference], [transcript.text]), "offline_wer": corpus_wer([reference], [offline_text]),
         "rss_mb": memory, "dropped_seconds": transcriber.state.dropped_seconds,
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
     }
+    minute_medians = ", ".join(f"{value['committed_median']:.2f}" for value in per_minute.values())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"live-{results['date']}-{platform.node() or 'host'}" + (f"-{args.tag}" if args.tag else "")
@@ -137,6 +139,8 @@ def main() -> None:
         "| metric | value |", "|---|---|",
         f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",
         f"| word committed after it ends: median / p95 | {results['committed_median_s']:.2f} s / {results['committed_p95_s']:.2f} s |",
+        f"| words committed before their chunk ended (agreement of interims) | {results['committed_early_fraction'] * 100:.0f}% |",
+        f"| per-minute committed medians | {minute_medians} s |",
         f"| largest per-minute deviation from the overall committed median | {results['max_minute_deviation'] * 100:.0f}% |",
         f"| live WER / offline WER (same stream) | {results['live_wer']:.4f} / {results['offline_wer']:.4f} "
         f"({results['live_wer'] / results['offline_wer']:.2f}×) |",

@@ -115,8 +115,11 @@ class LiveDisplay:
         for segment in state.committed[-12:]:
             text.append(f"[{format_timestamp(segment.start)}] ", style="cyan")
             text.append(segment_line(segment) + "\n")
-        if state.interim:
-            text.append(state.interim + "\n", style="dim italic")
+        if state.settled or state.interim:
+            # Settled words are committed (they will start the next line unchanged); the rest may change.
+            text.append(state.settled + (" " if state.settled and state.interim else ""))
+            text.append(state.interim, style="dim italic")
+            text.append("\n")
         if state.behind:
             text.append("(processing is behind the audio: interim text paused)\n", style="yellow")
         self._live.update(text)

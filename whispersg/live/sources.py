@@ -90,7 +90,7 @@ class FileSource(LiveSource):
 
     name = "file"
 
-    def __init__(self, path: str | Path, speed: float = 1.0) -> None:
+    def __init__(self, path: str | Path, speed: float = 1.0, lockstep: bool = False) -> None:
         super().__init__()
         from whispersg.audio import load_audio
 
@@ -99,6 +99,9 @@ class FileSource(LiveSource):
         self.path = Path(path)
         self.samples = load_audio(self.path)
         self.speed = speed
+        # Lockstep (tests, benchmarks): each block waits until the transcriber has taken the one before,
+        # so it is never behind and runs every interim, however slow the machine: results are repeatable.
+        self.lockstep = lockstep
 
     def _produce(self) -> None:
         step = int(BLOCK_SECONDS * SAMPLE_RATE)
@@ -112,6 +115,8 @@ class FileSource(LiveSource):
                 if delay > 0:
                     time.sleep(delay)
             else:
+                while self.lockstep and not self._queue.empty() and not self._stop.is_set():
+                    time.sleep(0.001)
                 # As fast as possible, but never drop: wait for room.
                 self._queue.put(self.samples[offset : offset + step])
                 continue

@@ -1,10 +1,13 @@
-"""The live loop: read the source, segment, show interim text, commit chunks, save them.
+"""The live loop: read the source, segment, show interim text, commit words and chunks, save them.
 
 Only the open chunk is ever transcribed (bounded by the hard limit), so the
 cost of a step cannot grow with the session and lag does not accumulate.  When
 processing falls behind, interim updates are skipped (and the display says
-so) rather than queued.  Committed text is never rewritten; every commit is
-appended and flushed to the session files at once.
+so) rather than queued.  Words are committed twice as fast as chunks end:
+those on which two successive interim hypotheses agree are settled at once
+(LocalAgreement, ``whispersg.live.agreement``), the rest when the chunk is cut
+and decoded with beam search.  Committed text is never rewritten; every
+finished chunk is appended and flushed to the session files at once.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from whispersg.audio import SAMPLE_RATE
+from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
 from whispersg.live.sources import LiveSource
-from whispersg.types import Segment, Transcript
+from whispersg.types import Segment, SpeakerTurn, Transcript, Word
 
 logger = logging.getLogger(__name__)
 
-INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses
+INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses, at the least
+# An interim may use at most 1/INTERIM_DUTY of real time: on a slow machine interims come less often
+# instead of leaving no time for commits (which would put the loop behind and stall everything).
+INTERIM_DUTY = 2.0
 BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
 MIN_COMMIT_SECONDS = 0.3
 
@@ -48,12 +55,14 @@ class WordTiming:
     end: float
     shown: float
     committed: float
+    early: bool = False  # settled by agreement of interims, before its chunk ended
 
 
 @dataclass
 class LiveState:
-    committed: list[Segment] = field(default_factory=list)
-    interim: str = ""
+    committed: list[Segment] = field(default_factory=list)  # finished chunks
+    settled: str = ""  # committed words of the open chunk (never rewritten; they start its segment)
+    interim: str = ""  # the rest of the open chunk's latest hypothesis (replaced by the next)
     behind: bool = False
     dropped_seconds: float = 0.0
     timings: list[WordTiming] = field(default_factory=list)
@@ -79,7 +88,9 @@ class LiveTranscriber:
         self.stop_requested = threading.Event()
         self._samples_seen = 0
         self._last_interim_at = 0  # samples seen when the last interim ran
+        self._interim_seconds = 0.0  # how long the last interim took to compute
         self._interim_history: list[tuple[float, set[str]]] = []  # (session time shown, words) of the open chunk
+        self.agreement = StablePrefix()
         self.cuts: list[Cut] = []
 
     # -- time ------------------------------------------------------------------
@@ -121,52 +132,61 @@ class LiveTranscriber:
         if behind != self.state.behind:
             self.state.behind = behind
             self.on_update(self.state)
+        interval = max(INTERIM_INTERVAL, INTERIM_DUTY * self._interim_seconds)
         if (not behind and self.segmenter.has_speech
-                and self._samples_seen - self._last_interim_at >= INTERIM_INTERVAL * SAMPLE_RATE):
+                and self._samples_seen - self._last_interim_at >= interval * SAMPLE_RATE):
             self._interim()
 
     def _interim(self) -> None:
         self._last_interim_at = self._samples_seen
-        # Greedy decoding, no word timing: interim text only has to be quick.
-        transcript = self.pipeline.transcribe(self.segmenter.audio, align=False, beam_size=1, diarize=False,
+        began = time.monotonic()
+        # Greedy decoding: interim text only has to be quick.  Word times (cross-attention, nearly
+        # free) place each word, so agreement is judged only after the words already settled.
+        transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, beam_size=1, diarize=False,
                                               vad_method="none")
-        self.state.interim = transcript.text
-        self._interim_history.append((self._now(), _word_keys(transcript.text)))
+        offset = self.segmenter.offset / SAMPLE_RATE
+        hypothesis = [Word(w.word, w.start + offset, w.end + offset, w.score) for w in transcript.words
+                      if w.start is not None and w.end is not None]
+        now = self._now()
+        self._interim_history.append((now, word_keys(transcript.text)))
+        settled_now, unsettled = self.agreement.update(hypothesis)
+        # In stream seconds: a replay at speed 0 (as fast as possible, or lockstep) has no real time to share.
+        self._interim_seconds = (time.monotonic() - began) * getattr(self.source, "speed", 1.0)
+        for word in settled_now:
+            self._record_timing(word.word, word.end, now, early=True)
+        self.state.settled = " ".join(w.word for w in self.agreement.settled)
+        self.state.interim = " ".join(w.word for w in unsettled)
         self.on_update(self.state)
+
+    def _record_timing(self, word: str, ended: float, committed_at: float, early: bool = False) -> None:
+        key = word_key(word)
+        # First interim shown after the word ended that already contained it.
+        shown = next((when for when, words in self._interim_history if when >= ended and key in words), committed_at)
+        self.state.timings.append(WordTiming(word, ended, min(shown, committed_at), committed_at, early))
 
     def _commit(self, taken: tuple[int, np.ndarray]) -> None:
         offset, audio = taken
-        history, self._interim_history = self._interim_history, []
-        self.state.interim = ""
-        if len(audio) < MIN_COMMIT_SECONDS * SAMPLE_RATE:
-            self.on_update(self.state)
-            return
-        start = offset / SAMPLE_RATE
-        transcript = self.pipeline.transcribe(audio, vad_method="none", diarize=False)
-        found = transcript.segments
-        if self.speakers is not None and found:
+        start, end = offset / SAMPLE_RATE, (offset + len(audio)) / SAMPLE_RATE
+        found: list[Segment] = []
+        if len(audio) >= MIN_COMMIT_SECONDS * SAMPLE_RATE:
+            found = [segment.shift(start) for segment in
+                     self.pipeline.transcribe(audio, vad_method="none", diarize=False).segments]
+        settled = {id(word) for word in self.agreement.settled}
+        segments = self.agreement.finish_chunk(found, end)
+        if self.speakers is not None and segments and len(audio):
             from whispersg.speakers import assign_speakers
 
-            found = assign_speakers(found, self.speakers.label(audio))
+            turns = [SpeakerTurn(t.start + start, t.end + start, t.speaker) for t in self.speakers.label(audio)]
+            segments = assign_speakers(segments, turns)
         committed_at = self._now()
-        segments = []
-        for segment in found:
-            shifted = segment.shift(start)
-            segments.append(shifted)
-            for word in shifted.words:
-                key, ended = _word_key(word.word), word.end if word.end is not None else shifted.end
-                # First interim shown after the word ended that already contained it.
-                shown = next((when for when, words in history if when >= ended and key in words), committed_at)
-                self.state.timings.append(WordTiming(word.word, ended, min(shown, committed_at), committed_at))
+        for segment in segments:
+            for word in segment.words:
+                if id(word) not in settled:
+                    self._record_timing(word.word, word.end if word.end is not None else segment.end, committed_at)
+        self._interim_history = []
+        self.state.settled = " ".join(w.word for w in self.agreement.settled)
+        self.state.interim = ""
         self.state.committed.extend(segments)
         if segments:
             self.on_commit(segments)
         self.on_update(self.state)
-
-
-def _word_key(word: str) -> str:
-    return "".join(ch for ch in word.lower() if ch.isalnum())
-
-
-def _word_keys(text: str) -> set[str]:
-    return {_word_key(w) for w in text.split()} - {""}

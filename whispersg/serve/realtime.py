@@ -5,9 +5,11 @@ The client sends binary frames of 16 kHz mono signed 16-bit little-endian PCM
 server answers with JSON messages:
 
 - ``{"type": "ready", "model": ..., "sample_rate": 16000}`` once the session is set up;
-- ``{"type": "interim", "text": ..., "behind": false}`` for the open chunk, replaced by the next one;
-- ``{"type": "committed", "segments": [...]}`` (WhisperX segment dicts, times from session start),
-  never rewritten;
+- ``{"type": "interim", "settled": ..., "text": ..., "behind": false}`` for the open chunk, replaced by
+  the next one: ``settled`` is already committed (never rewritten: the chunk's segments will start
+  with exactly these words), ``text`` is the part that may still change;
+- ``{"type": "committed", "segments": [...]}`` when a chunk ends (WhisperX segment dicts, times from
+  session start, speakers when asked), never rewritten;
 - ``{"type": "done", "text": ..., "duration": ..., "dropped_seconds": ...}`` after ``stop``, then it closes;
 - ``{"type": "error", "message": ...}`` and a close, when something fails.
 
@@ -46,15 +48,16 @@ async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=N
     loop = asyncio.get_running_loop()
     outbox: "asyncio.Queue[Optional[dict]]" = asyncio.Queue()
     source = PushSource()
-    last_interim = {"text": "", "behind": False}
+    last_interim = {"settled": "", "text": "", "behind": False}
 
     def post(message: Optional[dict]) -> None:
         loop.call_soon_threadsafe(outbox.put_nowait, message)
 
     def on_update(state: LiveState) -> None:
-        if (state.interim, state.behind) != (last_interim["text"], last_interim["behind"]):
-            last_interim.update(text=state.interim, behind=state.behind)
-            post({"type": "interim", "text": state.interim, "behind": state.behind})
+        current = {"settled": state.settled, "text": state.interim, "behind": state.behind}
+        if current != last_interim:
+            last_interim.update(current)
+            post({"type": "interim", **current})
 
     def on_commit(segments) -> None:
         post({"type": "committed", "segments": [segment.to_dict() for segment in segments]})

@@ -202,6 +202,7 @@ async function startMicrophone() {
   socket.binaryType = "arraybuffer";
   live = { stream, context, socket, capture };
   $("live-committed").replaceChildren();
+  $("live-settled").textContent = "";
   $("live-interim").textContent = "";
   setStatus(status, "connecting…");
   let pending = [];
@@ -222,9 +223,11 @@ async function startMicrophone() {
     const message = JSON.parse(event.data);
     if (message.type === "ready") setStatus(status, `listening (model ${message.model})… speak, then press Stop`);
     else if (message.type === "interim") {
+      $("live-settled").textContent = message.settled ? `${message.settled} ` : "";
       $("live-interim").textContent = message.text;
       if (message.behind) setStatus(status, "the server is behind; interim text paused");
     } else if (message.type === "committed") {
+      $("live-settled").textContent = "";
       $("live-interim").textContent = "";
       appendCommitted(message.segments);
     } else if (message.type === "done") setStatus(status, `stopped · ${clock(message.duration)} transcribed`);
