@@ -36,13 +36,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from whispersg.metrics import corpus_wer  # noqa: E402
+from whispersg.metrics import corpus_wer, read_stm  # noqa: E402
 
 
 def clips_from(manifest: Path | None) -> list[dict]:
     if manifest is None:
-        stm = REPO / "demo" / "sample.stm"
-        text = " ".join(line.split(maxsplit=5)[5] for line in stm.read_text().splitlines() if len(line.split(maxsplit=5)) == 6)
+        text = " ".join(row[3] for row in read_stm(REPO / "demo" / "sample.stm"))
         return [{"path": REPO / "demo" / "sample.wav", "text": text}]
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     return [{"path": manifest.parent / row["audio"], "text": row["text"]} for row in rows]

@@ -28,6 +28,13 @@ NO_EVAL_REASON = (
 )
 
 
+def demo_reference() -> str:
+    """The demo call's reference transcript (its STM, speakers' turns joined in order)."""
+    from whispersg.metrics import read_stm
+
+    return " ".join(text for _, _, _, text in read_stm(DEMO_STM))
+
+
 def _is_local(address) -> bool:
     if isinstance(address, (str, bytes)):
         return True  # Unix socket path
@@ -97,16 +104,6 @@ def cli_env(empty_model_store, tmp_path) -> dict:
 
 def whispersg_command() -> list[str]:
     return [sys.executable, "-m", "whispersg"]
-
-
-def read_stm(path: Path) -> list[tuple[float, float, str, str]]:
-    """(start, end, speaker, text) rows of an STM file."""
-    rows = []
-    for line in path.read_text().splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6:
-            rows.append((float(parts[3]), float(parts[4]), parts[2], parts[5]))
-    return rows
 
 
 def _have(*programs: str) -> bool:

@@ -19,17 +19,13 @@ from whispersg.live.sources import FileSource, StdinSource
 from whispersg.live.transcriber import LiveSettings, LiveTranscriber
 from whispersg.metrics import corpus_wer
 
-from .conftest import DEMO_STM, DEMO_WAV, REPO, read_stm
+from .conftest import DEMO_WAV, REPO, demo_reference
 
 # Live WER on the demo call, replayed as fast as possible. Measured 0.161 with the default 4 s / 12 s
 # chunk limits (0.149 with 15 s / 30 s; offline pipeline 0.115): on this 30 s call one hard cut lands in
 # overlapping speech.  The defaults were chosen on the 5.3-min eval stream of benchmarks/live.py (48 cuts):
 # live WER 0.98× offline there, against 1.14× with 15 s / 30 s.
 LIVE_DEMO_WER_BOUND = 0.18
-
-
-def reference() -> str:
-    return " ".join(text for _, _, _, text in read_stm(DEMO_STM))
 
 
 def run_segmenter(audio: np.ndarray, **settings) -> list:
@@ -75,7 +71,7 @@ def test_file_source_live_transcript(pipeline):
     transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0), LiveSettings(), on_commit=committed.extend)
     transcript = transcriber.run()
     assert [s.text for s in transcript.segments] == [s.text for s in committed]
-    wer = corpus_wer([reference()], [transcript.text])
+    wer = corpus_wer([demo_reference()], [transcript.text])
     assert wer <= LIVE_DEMO_WER_BOUND, (wer, transcript.text)
     starts = [s.start for s in transcript.segments]
     assert starts == sorted(starts) and 6.0 < starts[0] < 8.0  # session times, not chunk times
@@ -99,7 +95,7 @@ def test_words_settled_early_are_never_rewritten(pipeline):
     # Measured 9 of 74 words on this phone call (its low-confidence words wait for the beam-search
     # decode at the chunk's end); on the eval stream about half the words settle early.
     assert early >= 3
-    assert corpus_wer([reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
 
 
 def test_stdin_source_reads_pcm(pipeline):
@@ -114,7 +110,7 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
                             capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "sample-live.json").read_text())
-    assert corpus_wer([reference()], [" ".join(s["text"] for s in data["segments"])]) <= LIVE_DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [" ".join(s["text"] for s in data["segments"])]) <= LIVE_DEMO_WER_BOUND
     with wave.open(str(tmp_path / "sample-live.wav")) as recording:
         assert abs(recording.getnframes() / recording.getframerate() - 30.0) < 0.2
     assert "Chicago" in result.stdout  # plain committed lines when stdout is not a terminal
@@ -168,7 +164,7 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     assert live.returncode in (0, 130), stderr
     sessions = list(out.glob("live-*.txt"))
     assert len(sessions) == 1, stderr
-    wer = corpus_wer([reference()], [sessions[0].read_text()])
+    wer = corpus_wer([demo_reference()], [sessions[0].read_text()])
     assert wer <= 0.25, (wer, sessions[0].read_text(), stderr)
 
 
@@ -207,7 +203,7 @@ def test_record_then_transcribe_with_the_file_pipeline(virtual_microphone, tmp_p
     assert len(recordings) == 1
     texts = list(out.glob("recording-*.txt"))
     assert len(texts) == 1 and {p.suffix for p in out.glob("recording-*")} >= {".wav", ".txt", ".srt", ".json"}
-    assert corpus_wer([reference()], [texts[0].read_text()]) <= 0.25, texts[0].read_text()
+    assert corpus_wer([demo_reference()], [texts[0].read_text()]) <= 0.25, texts[0].read_text()
 
 
 def test_live_cli_works_with_no_network_at_all(tmp_path, cli_env):

@@ -10,9 +10,9 @@ import pytest
 from whispersg import PipelineOptions, Transcript, WhisperSGPipeline
 from whispersg.audio import load_audio
 from whispersg.errors import OptionError
-from whispersg.metrics import corpus_wer, normalize
+from whispersg.metrics import corpus_wer, normalize, read_stm
 
-from .conftest import DEMO_STM, DEMO_WAV, read_stm
+from .conftest import DEMO_STM, DEMO_WAV, demo_reference
 
 # Corpus WER of the default pipeline (tiny.en, int8) on the 50-clip dev manifest, after Whisper's
 # English normaliser. Measured 0.0932 on 2026-11-26 (see README "Benchmarks"); faster-whisper's own
@@ -21,10 +21,6 @@ from .conftest import DEMO_STM, DEMO_WAV, read_stm
 EVAL_WER_BOUND = 0.098
 # The pyannote sample call (two speakers on a phone line) against its STM transcript. Measured 0.115.
 DEMO_WER_BOUND = 0.13
-
-
-def demo_reference() -> str:
-    return " ".join(text for _, _, _, text in read_stm(DEMO_STM))
 
 
 def test_demo_call_transcript_quality(pipeline):

@@ -30,16 +30,12 @@ from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from whispersg.metrics import corpus_wer  # noqa: E402
 from whispersg.serve.app import ServeSettings, create_app  # noqa: E402
 
-from .conftest import DEMO_STM, DEMO_WAV, REPO, read_stm, whispersg_command  # noqa: E402
+from .conftest import DEMO_WAV, REPO, demo_reference, whispersg_command  # noqa: E402
 from .test_live import LIVE_DEMO_WER_BOUND  # noqa: E402
 from .test_pipeline import DEMO_WER_BOUND  # noqa: E402
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 API_KEY = "test-key-7f3a"
-
-
-def reference() -> str:
-    return " ".join(text for _, _, _, text in read_stm(DEMO_STM))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def test_json_transcription_matches_the_pipeline_quality(client):
     response = post_audio(client, data={"model": "whisper-1"})
     assert response.status_code == 200, response.text
     assert set(response.json()) == {"text"}
-    assert corpus_wer([reference()], [response.json()["text"]]) <= DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [response.json()["text"]]) <= DEMO_WER_BOUND
 
 
 def test_response_formats(client):
@@ -231,7 +227,7 @@ def test_realtime_websocket_streams_committed_text(client):
     assert starts == sorted(starts) and 5.0 < starts[0] < 8.0 and committed[-1]["end"] <= 30.5
     text = " ".join(s["text"].strip() for s in committed)
     assert messages[-1]["text"] == text and messages[-1]["duration"] == pytest.approx(30.0, abs=0.1)
-    assert corpus_wer([reference()], [text]) <= LIVE_DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
 
 
 # ---- the real server on loopback ----------------------------------------------------------------------
@@ -296,7 +292,7 @@ def test_official_openai_client_works_unchanged(server):
     with open(DEMO_WAV, "rb") as audio:
         result = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
                                                     timestamp_granularities=["word", "segment"])
-    assert corpus_wer([reference()], [result.text]) <= DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [result.text]) <= DEMO_WER_BOUND
     assert result.words[0].word and 6.0 < result.words[0].start < 7.5
     assert result.segments[-1].end <= 30.0
     with open(DEMO_WAV, "rb") as audio:
@@ -367,7 +363,7 @@ def test_browser_uploads_a_recording_and_shows_the_transcript(server):
         driver.save_screenshot(str(ARTIFACTS / "serve-upload.png"))
         assert "segments" in status, status
         words = [w.text for w in driver.find_elements(By.CSS_SELECTOR, "#transcript .word")]
-        assert corpus_wer([reference()], [" ".join(words)]) <= DEMO_WER_BOUND
+        assert corpus_wer([demo_reference()], [" ".join(words)]) <= DEMO_WER_BOUND
         speakers = {s.text for s in driver.find_elements(By.CSS_SELECTOR, "#transcript .speaker")}
         assert len(speakers) == 2, speakers
         links = {a.get_attribute("download"): a.get_attribute("href")
@@ -399,7 +395,7 @@ def test_browser_microphone_streams_live_text(server, tmp_path):
         _wait_for(driver, lambda d: "stopped" in d.find_element(By.ID, "live-status").text, 60)
         driver.save_screenshot(str(ARTIFACTS / "serve-live.png"))
         committed = driver.find_element(By.ID, "live-committed").text
-        assert corpus_wer([reference()], [committed]) <= LIVE_BROWSER_WER_BOUND, committed
+        assert corpus_wer([demo_reference()], [committed]) <= LIVE_BROWSER_WER_BOUND, committed
     finally:
         driver.quit()
 
@@ -449,5 +445,5 @@ def test_service_works_with_no_network_at_all(empty_model_store, tmp_path):
     assert result.returncode == 0, result.stderr
     answer, exit_status = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
     assert answer["status"] == 200 and exit_status == {"server_exit": 0}
-    assert corpus_wer([reference()], [answer["text"]]) <= DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [answer["text"]]) <= DEMO_WER_BOUND
     assert "Traceback" not in result.stderr

@@ -55,6 +55,18 @@ def read_rttm(path) -> list:
     return turns
 
 
+def read_stm(path) -> list[tuple[float, float, str, str]]:
+    """(start, end, speaker, text) rows of an STM reference transcript."""
+    from pathlib import Path
+
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6:
+            rows.append((float(parts[3]), float(parts[4]), parts[2], parts[5]))
+    return rows
+
+
 def diarization_error_rate(reference: list, hypothesis: list, collar: float = 0.25) -> float:
     """DER (pyannote.metrics) between two lists of SpeakerTurn, with a forgiveness collar in seconds."""
     from pyannote.core import Annotation

@@ -122,6 +122,15 @@ class WhisperSGPipeline:
 
         return self._store or default_store()
 
+    def options_for(self, **overrides: Any) -> PipelineOptions:
+        """This pipeline's options with per-call ``overrides``, checked against the loaded model
+        (OptionError names the bad value), so callers can refuse a request before queueing it."""
+        if not overrides:
+            return self.options
+        opts = build_options(self.options, **overrides)
+        self.decoder.check_task(opts, self.model.name)
+        return opts
+
     def transcribe(self, audio: AudioSource, *, progress=None, **overrides: Any) -> Transcript:
         """Transcribe a file path or a 16 kHz float32 array; keyword overrides apply to this call only.
 
@@ -129,9 +138,7 @@ class WhisperSGPipeline:
         pauses, so memory stays flat however long the recording; with diarization
         (which clusters speakers over the whole recording) the file is decoded at once.
         """
-        opts = build_options(self.options, **overrides) if overrides else self.options
-        if overrides:
-            self.decoder.check_task(opts, self.model.name)
+        opts = self.options_for(**overrides)
         source = None if hasattr(audio, "shape") else str(audio)
         if source is None or opts.diarize:
             samples = load_audio(audio)

@@ -57,6 +57,11 @@ class StablePrefix:
         self._previous: list[Word] = []  # the unsettled tail of the last hypothesis
 
     @property
+    def text(self) -> str:
+        """The settled words as shown."""
+        return " ".join(w.word for w in self.settled)
+
+    @property
     def boundary(self) -> Optional[float]:
         """End (stream seconds) of the last settled word, or None."""
         return self.settled[-1].end if self.settled else None

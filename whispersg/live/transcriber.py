@@ -24,7 +24,7 @@ from whispersg.audio import SAMPLE_RATE
 from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
 from whispersg.live.sources import LiveSource
-from whispersg.types import Segment, SpeakerTurn, Transcript, Word
+from whispersg.types import Segment, SpeakerTurn, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ class LiveTranscriber:
         transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, beam_size=1, diarize=False,
                                               vad_method="none")
         offset = self.segmenter.offset / SAMPLE_RATE
-        hypothesis = [Word(w.word, w.start + offset, w.end + offset, w.score) for w in transcript.words
-                      if w.start is not None and w.end is not None]
+        hypothesis = [word for segment in transcript.segments for word in segment.shift(offset).words]
         now = self._now()
         self._interim_history.append((now, word_keys(transcript.text)))
         settled_now, unsettled = self.agreement.update(hypothesis)
@@ -154,7 +153,7 @@ class LiveTranscriber:
         self._interim_seconds = (time.monotonic() - began) * getattr(self.source, "speed", 1.0)
         for word in settled_now:
             self._record_timing(word.word, word.end, now, early=True)
-        self.state.settled = " ".join(w.word for w in self.agreement.settled)
+        self.state.settled = self.agreement.text
         self.state.interim = " ".join(w.word for w in unsettled)
         self.on_update(self.state)
 
@@ -184,7 +183,7 @@ class LiveTranscriber:
                 if id(word) not in settled:
                     self._record_timing(word.word, word.end if word.end is not None else segment.end, committed_at)
         self._interim_history = []
-        self.state.settled = " ".join(w.word for w in self.agreement.settled)
+        self.state.settled = self.agreement.text
         self.state.interim = ""
         self.state.committed.extend(segments)
         if segments:

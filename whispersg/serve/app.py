@@ -183,6 +183,7 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
     if set(file_formats) - set(FILE_FORMATS):
         raise ApiError(400, f"formats takes a comma-separated list of {', '.join(FILE_FORMATS)}", param="formats")
     overrides = _request_options(form, task)
+    pipeline.options_for(**overrides)  # bad options are refused without taking a place in the queue
     filename = Path(upload.filename or "upload").name or "upload"
 
     def job():
@@ -238,15 +239,12 @@ def _request_options(form, task: str) -> dict[str, Any]:
 
 def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], Any]:
     """Options of a realtime session from its query string: language, task, diarize, max_speakers."""
-    from whispersg.pipeline import build_options
-
     overrides: dict[str, Any] = {}
     if query.get("language"):
         overrides["language"] = query["language"]
     if query.get("task"):
         overrides["task"] = query["task"]
-    opts = build_options(pipeline.options, **overrides)
-    pipeline.decoder.check_task(opts, pipeline.model_name)
+    pipeline.options_for(**overrides)  # a bad language or task is refused before any audio is taken
     speakers = None
     if _flag(query.get("diarize")):
         from whispersg.live.speakers import OnlineSpeakers

@@ -24,6 +24,7 @@ import json
 import logging
 from typing import Any, Optional
 
+from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import WhisperSGError
 from whispersg.live.sources import PushSource
 from whispersg.live.transcriber import LiveSettings, LiveState, LiveTranscriber
@@ -78,7 +79,7 @@ async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=N
         finally:
             post(None)
 
-    await websocket.send_json({"type": "ready", "model": pipeline.model_name, "sample_rate": 16000})
+    await websocket.send_json({"type": "ready", "model": pipeline.model_name, "sample_rate": SAMPLE_RATE})
     work = loop.run_in_executor(None, transcribe_until_done)
     sender = asyncio.create_task(_forward(outbox, websocket))
     client_gone = False
