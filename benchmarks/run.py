@@ -30,7 +30,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_MANIFEST = REPO.parent / "shared" / "eval" / "manifest.jsonl"
 WHISPERX_PYTHON = HERE / ".venv-whisperx" / "bin" / "python"
-ASR_SYSTEMS = ("whispersg", "whispersg-no-align", "faster-whisper-batched", "faster-whisper", "whisperx")
+ASR_SYSTEMS = ("whispersg", "whispersg-no-align", "faster-whisper-batched", "faster-whisper-batched-words",
+               "faster-whisper", "whisperx", "whisperx-align")
+# Systems that give every word a start and end time, as whispersg does by default; ratios are reported
+# between systems that do the same work (word times or not).
+WORD_TIMING_SYSTEMS = ("whispersg", "whispersg-vocab-sg", "faster-whisper-batched-words", "whisperx-align")
 # Variants compared on request (--systems), e.g. the Singapore vocabulary experiment of README.
 EXTRA_SYSTEMS = ("whispersg-vocab-sg",)
 DIARIZATION_SYSTEMS = ("whispersg-diarize", "senko", "whispersg-full")
@@ -62,24 +66,38 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
                                      threads=args.threads, batch_size=args.batch_size, align=system != "whispersg-no-align",
                                      vocab="sg" if system == "whispersg-vocab-sg" else "none", language="en")
         run = lambda path: pipeline.transcribe(path).text  # noqa: E731
-    elif system in ("faster-whisper-batched", "faster-whisper"):
+    elif system in ("faster-whisper-batched", "faster-whisper-batched-words", "faster-whisper"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         model = WhisperModel(args.model, device=args.device, compute_type=args.compute_type, cpu_threads=args.threads)
-        if system == "faster-whisper-batched":
+        if system.startswith("faster-whisper-batched"):
             batched = BatchedInferencePipeline(model)
-            run = lambda path: " ".join(s.text for s in batched.transcribe(path, batch_size=args.batch_size, language="en")[0])  # noqa: E731
+            words = system.endswith("-words")
+            run = lambda path: " ".join(s.text for s in batched.transcribe(  # noqa: E731
+                path, batch_size=args.batch_size, language="en", word_timestamps=words)[0])
         else:
             run = lambda path: " ".join(s.text for s in model.transcribe(path, beam_size=5, vad_filter=True, language="en")[0])  # noqa: E731
-    elif system == "whisperx":
+    elif system in ("whisperx", "whisperx-align"):
+        import torch
         import whisperx
+
+        torch.set_num_threads(args.threads)  # as whisperx's CLI does with --threads
 
         model = whisperx.load_model(args.model, args.device, compute_type=args.compute_type, threads=args.threads,
                                     language="en", vad_method="pyannote")  # its bundled VAD; silero needs torch.hub
-        run = lambda path: " ".join(s["text"] for s in model.transcribe(whisperx.load_audio(path), batch_size=args.batch_size)["segments"])  # noqa: E731
+        aligner = whisperx_default_aligner(args.device) if system == "whisperx-align" else None
+
+        def run(path):
+            audio = whisperx.load_audio(path)
+            segments = model.transcribe(audio, batch_size=args.batch_size)["segments"]
+            if aligner is not None:
+                # Word times as WhisperX users get them; alignment never changes the text scored.
+                whisperx.align(segments, *aligner, audio, args.device)
+            return " ".join(s["text"] for s in segments)
     else:
         raise SystemExit(f"unknown system {system}")
     load_seconds = time.perf_counter() - started
+    run(rows[0]["path"])  # warm-up: lazy initialisation is not transcription time
     hypotheses: list[str] = []
     walls = []
     for repeat in range(args.repeats):
@@ -90,6 +108,30 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
             hypotheses = texts
     return {"system": system, "load_s": load_seconds, "wall_s": walls, "hypotheses": hypotheses,
             "audio_s": sum(r["duration"] for r in rows), "peak_rss_mb": peak_rss_mb()}
+
+
+def whisperx_default_aligner(device: str):
+    """WhisperX's default English aligner (torchaudio's WAV2VEC2_ASR_BASE_960H) with random weights.
+
+    Its weights are a download this machine cannot make; the compute of a forward pass and of the
+    forced alignment does not depend on the weights' values, so the same architecture, built offline,
+    times WhisperX's alignment step honestly (its word times are meaningless and are not scored).
+    """
+    import torch
+    import torchaudio
+
+    # Its sentence splitter needs NLTK's punkt_tab, another download; an untrained Punkt splitter
+    # stands in (sentence splitting is a negligible share of alignment time).
+    import whisperx.alignment
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    whisperx.alignment.nltk_load = lambda resource: PunktSentenceTokenizer()
+    torch.manual_seed(0)
+    bundle = torchaudio.pipelines.WAV2VEC2_ASR_BASE_960H
+    model = torchaudio.models.wav2vec2_model(**bundle._params).to(device).eval()
+    metadata = {"language": "en", "dictionary": {c.lower(): i for i, c in enumerate(bundle.get_labels())},
+                "type": "torchaudio"}
+    return model, metadata
 
 
 def diarization_worker(system: str, args: argparse.Namespace) -> dict:
@@ -155,17 +197,42 @@ def diarization_clips(manifest: Path) -> list[dict]:
 # --------------------------------------------------------------------------- driver
 
 
+def run_rounds(systems: list[str], args: argparse.Namespace) -> list[dict]:
+    """Each repeat runs every system once, in turn, each in a fresh process.
+
+    Interleaving spreads a machine's slow spells (other tenants, thermal limits) over all systems
+    instead of charging them to whichever ran then; the median of the rounds is reported.
+    """
+    merged: dict[str, dict] = {}
+    for repeat in range(args.repeats):
+        for system in systems:
+            if "skipped" in merged.get(system, {}):
+                continue
+            print(f"round {repeat + 1}/{args.repeats}: {system} …", file=sys.stderr, flush=True)
+            result = run_system(system, args)
+            if system not in merged or "skipped" in result:
+                merged[system] = dict(result, load_s=[result.get("load_s")])
+                continue
+            kept = merged[system]
+            kept["wall_s"] += result["wall_s"]
+            kept["load_s"].append(result["load_s"])
+            kept["peak_rss_mb"] = max(kept["peak_rss_mb"], result["peak_rss_mb"])
+    for result in merged.values():
+        if "skipped" not in result:
+            result["load_s"] = statistics.median(result["load_s"])
+    return [merged[s] for s in systems]
+
+
 def run_system(system: str, args: argparse.Namespace) -> dict:
     python = sys.executable
-    if system == "whisperx":
+    if system.startswith("whisperx"):
         if not WHISPERX_PYTHON.exists():
             return {"system": system, "skipped": "benchmarks/.venv-whisperx is missing; run benchmarks/setup_peers.sh"}
         python = str(WHISPERX_PYTHON)
     command = [python, __file__, "--worker", system, "--manifest", str(args.manifest), "--model", args.model,
                "--threads", str(args.threads), "--compute_type", args.compute_type, "--device", args.device,
-               "--repeats", str(args.repeats), "--batch_size", str(args.batch_size)]
+               "--repeats", "1", "--batch_size", str(args.batch_size)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    print(f"running {system} …", file=sys.stderr, flush=True)
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         return {"system": system, "skipped": f"failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"}
@@ -176,7 +243,7 @@ def score_asr(result: dict, rows: list[dict]) -> dict:
     sys.path.insert(0, str(REPO))
     from whispersg.metrics import corpus_wer
 
-    hyps = result.pop("hypotheses")
+    hyps = result["hypotheses"]
     result["wer"] = corpus_wer([r["text"] for r in rows], hyps)
     for accent in sorted({r["accent"] for r in rows}):
         keep = [i for i, r in enumerate(rows) if r["accent"] == accent]
@@ -190,18 +257,29 @@ def markdown(results: dict) -> str:
              f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']}", ""]
     asr = [r for r in results["asr"] if "skipped" not in r]
     if asr:
-        lines += ["| system | WER | WER singapore | WER other | RTF | load (s) | peak RSS (MB) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| system | word times | WER | WER singapore | WER other | RTF | load (s) | peak RSS (MB) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in asr:
-            lines.append(f"| {r['system']} | {r['wer']:.4f} | {r.get('wer_singapore', float('nan')):.4f} | "
+            words = "yes" if r["system"] in WORD_TIMING_SYSTEMS else "no"
+            lines.append(f"| {r['system']} | {words} | {r['wer']:.4f} | {r.get('wer_singapore', float('nan')):.4f} | "
                          f"{r.get('wer_other', float('nan')):.4f} | {r['rtf']:.4f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")
-        base = next((r for r in asr if r["system"] == "whispersg"), None)
-        if base:
-            lines.append("")
+        lines.append("")
+        by_name = {r["system"]: r for r in asr}
+        for ours, same_work in (("whispersg", True), ("whispersg-no-align", False)):
+            if ours not in by_name:
+                continue
+            base = by_name[ours]
+            peers = [r for r in asr if not r["system"].startswith("whispersg")
+                     and (r["system"] in WORD_TIMING_SYSTEMS) == same_work]
+            for r in peers:
+                lines.append(f"- {'with' if same_work else 'without'} word times: {ours} RTF is "
+                             f"{base['rtf'] / r['rtf']:.2f}× {r['system']}'s; peak RSS {base['peak_rss_mb'] / r['peak_rss_mb']:.2f}×")
+        if "whispersg" in by_name:
+            base = by_name["whispersg"]
             for r in asr:
-                if r is not base:
-                    lines.append(f"- whispersg RTF is {base['rtf'] / r['rtf']:.2f}× {r['system']}'s; "
-                                 f"peak RSS {base['peak_rss_mb'] / r['peak_rss_mb']:.2f}×")
+                if r is not base and not r["system"].startswith("whispersg") and r["system"] not in WORD_TIMING_SYSTEMS:
+                    lines.append(f"- whispersg (with word times) RTF is {base['rtf'] / r['rtf']:.2f}× {r['system']}'s "
+                                 f"(without); peak RSS {base['peak_rss_mb'] / r['peak_rss_mb']:.2f}×")
     for r in results["asr"]:
         if "skipped" in r:
             lines.append(f"- {r['system']}: not run ({r['skipped']})")
@@ -230,10 +308,14 @@ def plot(results: dict, path: Path) -> None:
         print("matplotlib is not installed; no chart (pip install -e '.[bench]')", file=sys.stderr)
         return
     asr = [r for r in results["asr"] if "skipped" not in r]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for r in asr:
-        axis.scatter(r["rtf"], r["wer"], s=60)
-        axis.annotate(r["system"], (r["rtf"], r["wer"]), textcoords="offset points", xytext=(5, 5))
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for index, r in enumerate(asr):
+        # Filled circles give word times (the same work as whispersg's default); hollow squares text only.
+        words = r["system"] in WORD_TIMING_SYSTEMS
+        color = f"C{index % 10}"
+        axis.scatter(r["rtf"], r["wer"], s=70, marker="o" if words else "s", facecolors=color if words else "none",
+                     edgecolors=color, linewidths=1.5, label=f"{r['system']} ({'word times' if words else 'text only'})")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     axis.set_xlabel("real-time factor (lower is faster)")
     axis.set_ylabel("corpus WER (lower is better)")
     axis.set_title(f"{results['model_name']}, {results['compute_type']}, {results['threads']} CPU threads")
@@ -274,12 +356,11 @@ def main() -> None:
         "compute_type": args.compute_type, "threads": args.threads, "repeats": args.repeats, "device": args.device,
         "manifest": str(args.manifest), "items": len(rows), "asr": [], "diarization": [],
     }
-    for system in args.systems.split(","):
-        result = run_system(system.strip(), args)
+    asr_systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    for result in run_rounds(asr_systems, args):
         results["asr"].append(result if "skipped" in result else score_asr(result, rows))
     if args.diarize:
-        for system in DIARIZATION_SYSTEMS:
-            result = run_system(system, args)
+        for result in run_rounds(list(DIARIZATION_SYSTEMS), args):
             if "skipped" not in result:
                 result["rtf"] = statistics.median(result["wall_s"]) / result["audio_s"]
             results["diarization"].append(result)

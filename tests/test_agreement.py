@@ -103,3 +103,18 @@ def test_unsure_words_wait_for_the_final_decode():
     # Both hypotheses agree on all three, but 'greenville' is a guess: it and what follows stay open.
     assert texts(settled) == ["along"] and texts(tail) == ["greenville", "drive"]
 
+
+
+def test_words_old_enough_are_settled_without_agreement():
+    prefix = StablePrefix()
+    first = [Word("along", 0.0, 0.4, 0.9), Word("greenville", 0.4, 1.0, 0.3), Word("drive", 1.0, 1.4, 0.3),
+             Word("today", 2.5, 3.0, 0.3)]
+    prefix.update(first)
+    assert prefix.oldest_unsettled_end == 0.4
+    # A careful decode with enough audio after its words: what ends by the bound is settled, even
+    # unsure and unconfirmed; the word whose end is past it waits.
+    careful = [Word("along", 0.0, 0.4, 0.9), Word("greenfield", 0.4, 1.0, 0.4), Word("drive", 1.0, 1.4, 0.4),
+               Word("to", 2.5, 3.0, 0.4)]
+    settled, tail = prefix.update(careful, settle_until=2.0)
+    assert texts(settled) == ["along", "greenfield", "drive"] and texts(tail) == ["to"]
+    assert prefix.oldest_unsettled_end == 3.0

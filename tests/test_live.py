@@ -98,6 +98,29 @@ def test_words_settled_early_are_never_rewritten(pipeline):
     assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
 
 
+def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
+    """Replayed in lockstep (every interim runs; latencies in stream time, computing time left out):
+    with the delay off unsure words wait for their chunk's end; with --max_commit_delay they are
+    committed about that long after they end."""
+    delay = 2.0
+
+    def waits(settings: LiveSettings) -> tuple[list[float], str]:
+        transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
+        transcript = transcriber.run()
+        return [t.committed - t.end for t in transcriber.state.timings], transcript.text
+
+    unbounded_waits, _ = waits(LiveSettings(max_commit_delay=None))
+    bounded_waits, text = waits(LiveSettings(max_commit_delay=delay))
+    # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
+    # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway.  Measured
+    # on this call: 0% of words later than 3 s with the 2 s delay (longest 2.18 s, WER 0.149), 45%
+    # with it off (longest 10.7 s, WER 0.161).
+    late = lambda values: sum(v > delay + 1.0 for v in values) / len(values)  # noqa: E731
+    assert late(bounded_waits) <= 0.10, sorted(bounded_waits)
+    assert late(unbounded_waits) > late(bounded_waits) + 0.05, (sorted(unbounded_waits), sorted(bounded_waits))
+    assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
+
+
 def test_stdin_source_reads_pcm(pipeline):
     pcm = (load_audio(DEMO_WAV)[: 15 * SAMPLE_RATE] * 32767).astype("<i2").tobytes()
     transcript = LiveTranscriber(pipeline, StdinSource(io.BytesIO(pcm))).run()
@@ -114,6 +137,15 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
     with wave.open(str(tmp_path / "sample-live.wav")) as recording:
         assert abs(recording.getnframes() / recording.getframerate() - 30.0) < 0.2
     assert "Chicago" in result.stdout  # plain committed lines when stdout is not a terminal
+
+
+@pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--soft_chunk_limit", "0"),
+                                         ("--hard_chunk_limit", "40")])
+def test_live_cli_refuses_bad_segmentation_settings(flag, value, cli_env):
+    result = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV), flag, value],
+                            capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=120)
+    assert result.returncode != 0
+    assert flag in result.stderr and "Traceback" not in result.stderr
 
 
 def test_interrupt_keeps_everything_committed(tmp_path, cli_env):

@@ -207,7 +207,9 @@ def test_diarized_transcription_labels_both_speakers(client):
 def test_realtime_websocket_streams_committed_text(client):
     pcm = (np.clip(load_audio(DEMO_WAV), -1, 1) * 32767).astype("<i2").tobytes()
     messages = []
-    with client.websocket_connect("/v1/realtime?language=en") as socket_:
+    # max_commit_delay is whispersg_live's --max_commit_delay (audio arrives faster than real time
+    # here, so interims are skipped and it rarely acts; this checks it is taken).
+    with client.websocket_connect("/v1/realtime?language=en&max_commit_delay=3") as socket_:
         ready = socket_.receive_json()
         assert ready == {"type": "ready", "model": "tiny.en", "sample_rate": 16000}
         frame = SAMPLE_RATE // 10 * 2
@@ -228,6 +230,12 @@ def test_realtime_websocket_streams_committed_text(client):
     text = " ".join(s["text"].strip() for s in committed)
     assert messages[-1]["text"] == text and messages[-1]["duration"] == pytest.approx(30.0, abs=0.1)
     assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
+
+
+def test_realtime_websocket_refuses_bad_settings(client):
+    with client.websocket_connect("/v1/realtime?max_commit_delay=soon") as socket_:
+        message = socket_.receive_json()
+    assert message["type"] == "error" and "max_commit_delay" in message["message"]
 
 
 # ---- the real server on loopback ----------------------------------------------------------------------

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pause (s) that ends an utterance and commits it (default %(default)s)")
     live.add_argument("--vad_threshold", type=float, default=defaults.vad_threshold,
                       help="speech probability threshold of the streaming VAD (default %(default)s)")
+    live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
+                      help="commit words at most about this long after they end (plus computing time), even ones "
+                           "the model is unsure of; 0 lets unsure words wait for the end of their chunk (a little "
+                           "more accurate, slower) (default %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
     out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
@@ -91,6 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
     if args.hard_chunk_limit > 30:
         raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {args.hard_chunk_limit})")
+    if args.max_commit_delay < 0:
+        raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off (got {args.max_commit_delay})")
     source = open_source(mic_id, args.input, args.speed)
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():
@@ -101,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
     writer = SessionWriter(output_dir / f"{stem}.{args.output_format}", args.output_format)
     recording = RecordingWriter(output_dir / f"{stem}.wav") if args.save_recording else None
     display = LiveDisplay(quiet=args.quiet)
-    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold)
+    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold,
+                            args.max_commit_delay or None)
 
     def on_commit(segments) -> None:
         writer.append(segments)

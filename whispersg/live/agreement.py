@@ -66,9 +66,16 @@ class StablePrefix:
         """End (stream seconds) of the last settled word, or None."""
         return self.settled[-1].end if self.settled else None
 
-    def update(self, hypothesis: list[Word]) -> tuple[list[Word], list[Word]]:
+    @property
+    def oldest_unsettled_end(self) -> Optional[float]:
+        """End (stream seconds) of the first word the last hypothesis left unsettled, or None."""
+        return self._previous[0].end if self._previous else None
+
+    def update(self, hypothesis: list[Word], settle_until: Optional[float] = None) -> tuple[list[Word], list[Word]]:
         """Compare a new hypothesis (timed words, stream seconds) with the previous one.
 
+        Words that end by ``settle_until`` are settled whether or not the hypotheses agree (the
+        caller's bound on latency, for a hypothesis decoded as carefully as the chunk's final one).
         Returns (words settled now, the hypothesis's still unsettled tail).
         """
         tail = self._after_boundary(_timed(hypothesis))
@@ -77,6 +84,9 @@ class StablePrefix:
             if word_key(before.word) != word_key(now.word) or not (_confident(before) and _confident(now)):
                 break
             agreed += 1
+        if settle_until is not None:
+            while agreed < len(tail) and tail[agreed].end <= settle_until:
+                agreed += 1
         settled_now, tail = tail[:agreed], tail[agreed:]
         self.settled.extend(settled_now)
         self._previous = tail

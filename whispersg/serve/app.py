@@ -135,7 +135,7 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
             return
         await websocket.accept()
         try:
-            overrides, speakers = _realtime_options(pipeline, dict(websocket.query_params))
+            overrides, speakers, live_settings = _realtime_options(pipeline, dict(websocket.query_params))
         except WhisperSGError as error:
             await websocket.send_json({"type": "error", "message": str(error)})
             await websocket.close(code=1008)
@@ -146,7 +146,7 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
             await websocket.close(code=1013)
             return
         try:
-            await run_session(websocket, pipeline, overrides, speakers)
+            await run_session(websocket, pipeline, overrides, speakers, live_settings)
         finally:
             live.leave()
 
@@ -237,8 +237,21 @@ def _request_options(form, task: str) -> dict[str, Any]:
     return options
 
 
-def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], Any]:
-    """Options of a realtime session from its query string: language, task, diarize, max_speakers."""
+def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], Any, Any]:
+    """Options of a realtime session from its query string: language, task, diarize, max_speakers,
+    max_commit_delay.  Returns (pipeline overrides, online speaker labeller or None, live settings)."""
+    from whispersg.live.transcriber import LiveSettings
+
+    live_settings = LiveSettings()
+    if query.get("max_commit_delay"):
+        try:
+            delay = float(query["max_commit_delay"])
+        except ValueError:
+            delay = -1.0
+        if not delay >= 0:
+            raise OptionError(f"max_commit_delay must be a number of seconds >= 0, 0 to turn it off "
+                              f"(got {query['max_commit_delay']!r})")
+        live_settings = LiveSettings(max_commit_delay=delay or None)
     overrides: dict[str, Any] = {}
     if query.get("language"):
         overrides["language"] = query["language"]
@@ -251,7 +264,7 @@ def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], 
 
         maximum = int(query["max_speakers"]) if query.get("max_speakers", "").isdigit() else None
         speakers = OnlineSpeakers(pipeline.speaker_embedder(), max_speakers=maximum)
-    return overrides, speakers
+    return overrides, speakers, live_settings
 
 
 def _number(form, name: str, kind):
