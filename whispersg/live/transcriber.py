@@ -54,7 +54,8 @@ class LiveSettings:
     # None (CLI: 0) waits for the chunk's end.  Measured with benchmarks/live.py, 5.3 min of eval
     # stream in real time: off 2.13 s / 8.14 s (median / p95) at live WER 1.00x offline; 4 s 2.24 s /
     # 4.68 s at 1.04x; 3 s 2.05 s / 4.05 s at 1.06x (a decode of part of a chunk hears less than the
-    # chunk's final one).  Lockstep, 2.8 min: off 1.00x, 4 s 1.06x, 3 s 1.10x.
+    # chunk's final one).  Lockstep, 2.8 min: off 1.00x, 4 s 1.06x, 3 s 1.10x.  30 min, 4 s: 1.77 s /
+    # 4.52 s at 1.12x (off: 2.04 s / 7.05 s at 1.07x).  Bounded latency is the default for captions.
     max_commit_delay: Optional[float] = 4.0
 
 
