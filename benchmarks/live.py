@@ -105,7 +105,7 @@ def main() -> None:
 
         threading.Thread(target=sample_memory, daemon=True).start()
         settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
-                                silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay or None)
+                                silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay)
         source = FileSource(path, speed=0, lockstep=True) if args.lockstep else FileSource(path, speed=args.speed)
         transcriber = LiveTranscriber(pipeline, source, settings)
         transcript = transcriber.run()

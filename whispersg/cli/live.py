@@ -95,8 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
     if args.hard_chunk_limit > 30:
         raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {args.hard_chunk_limit})")
-    if args.max_commit_delay < 0:
-        raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off (got {args.max_commit_delay})")
+    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold,
+                            args.max_commit_delay)
     source = open_source(mic_id, args.input, args.speed)
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():
@@ -107,8 +107,6 @@ def _run(args: argparse.Namespace) -> int:
     writer = SessionWriter(output_dir / f"{stem}.{args.output_format}", args.output_format)
     recording = RecordingWriter(output_dir / f"{stem}.wav") if args.save_recording else None
     display = LiveDisplay(quiet=args.quiet)
-    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold,
-                            args.max_commit_delay or None)
 
     def on_commit(segments) -> None:
         writer.append(segments)

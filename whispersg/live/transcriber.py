@@ -58,6 +58,16 @@ class LiveSettings:
     # 4.52 s at 1.12x (off: 2.04 s / 7.05 s at 1.07x).  Bounded latency is the default for captions.
     max_commit_delay: Optional[float] = 4.0
 
+    def __post_init__(self) -> None:
+        # The one check for every caller (CLI, realtime WebSocket): 0 turns the delay off.
+        if self.max_commit_delay is not None:
+            if not self.max_commit_delay >= 0:
+                from whispersg.errors import OptionError
+
+                raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
+                                  f"(got {self.max_commit_delay!r})")
+            self.max_commit_delay = self.max_commit_delay or None
+
 
 @dataclass
 class WordTiming:

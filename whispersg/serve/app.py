@@ -247,11 +247,9 @@ def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], 
         try:
             delay = float(query["max_commit_delay"])
         except ValueError:
-            delay = -1.0
-        if not delay >= 0:
             raise OptionError(f"max_commit_delay must be a number of seconds >= 0, 0 to turn it off "
-                              f"(got {query['max_commit_delay']!r})")
-        live_settings = LiveSettings(max_commit_delay=delay or None)
+                              f"(got {query['max_commit_delay']!r})") from None
+        live_settings = LiveSettings(max_commit_delay=delay)  # checks the range
     overrides: dict[str, Any] = {}
     if query.get("language"):
         overrides["language"] = query["language"]
