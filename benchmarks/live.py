@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--hard_chunk_limit", type=float, default=LiveSettings.hard_chunk_limit)
     parser.add_argument("--max_commit_delay", type=float, default=LiveSettings.max_commit_delay,
                         help="whispersg_live's --max_commit_delay; 0 = off (default %(default)s)")
+    parser.add_argument("--context_chars", type=int, default=LiveSettings.context_chars,
+                        help="committed characters given as the prompt of each decode (0: none)")
     parser.add_argument("--lockstep", action="store_true",
                         help="replay in lockstep (every interim runs; latencies in stream time, computing time "
                              "left out): repeatable WER and algorithmic latency on any machine")
@@ -105,7 +107,8 @@ def main() -> None:
 
         threading.Thread(target=sample_memory, daemon=True).start()
         settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
-                                silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay)
+                                silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay,
+                                context_chars=args.context_chars)
         source = FileSource(path, speed=0, lockstep=True) if args.lockstep else FileSource(path, speed=args.speed)
         transcriber = LiveTranscriber(pipeline, source, settings)
         transcript = transcriber.run()
@@ -125,6 +128,7 @@ def main() -> None:
         "model": pipeline.model_name, "threads": args.threads, "words": len(timings), "speed": args.speed,
         "soft_chunk_limit": args.soft_chunk_limit, "hard_chunk_limit": args.hard_chunk_limit,
         "silence_duration": args.silence_duration, "max_commit_delay": args.max_commit_delay, "lockstep": args.lockstep,
+        "context_chars": args.context_chars,
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
         "committed_early_fraction": sum(t.early for t in timings) / len(timings) if timings else 0.0,
@@ -141,7 +145,7 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Live benchmark · {results['minutes']:.1f} min stream · {results['model']} · {args.threads} threads · {results['date']}"
-        f" · max_commit_delay {args.max_commit_delay or 'off'}" + (" · lockstep (stream time)" if args.lockstep else ""),
+        f" · max_commit_delay {args.max_commit_delay or 'off'} · context {args.context_chars} chars" + (" · lockstep (stream time)" if args.lockstep else ""),
         "",
         "| metric | value |", "|---|---|",
         f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",

@@ -30,11 +30,17 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_MANIFEST = REPO.parent / "shared" / "eval" / "manifest.jsonl"
 WHISPERX_PYTHON = HERE / ".venv-whisperx" / "bin" / "python"
-ASR_SYSTEMS = ("whispersg", "whispersg-no-align", "faster-whisper-batched", "faster-whisper-batched-words",
-               "faster-whisper", "whisperx", "whisperx-align")
+# whispersg and whispersg-no-align transcribe the manifest as `whispersg FOLDER` does (transcribe_many:
+# short recordings share decoding batches); whispersg-per-file calls transcribe() once per recording,
+# as the peers' pipelines are called (none of them batches across recordings).
+ASR_SYSTEMS = ("whispersg", "whispersg-per-file", "whispersg-no-align", "faster-whisper-batched",
+               "faster-whisper-batched-words", "faster-whisper", "whisperx", "whisperx-align")
 # Systems that give every word a start and end time, as whispersg does by default; ratios are reported
 # between systems that do the same work (word times or not).
-WORD_TIMING_SYSTEMS = ("whispersg", "whispersg-vocab-sg", "faster-whisper-batched-words", "whisperx-align")
+WORD_TIMING_SYSTEMS = ("whispersg", "whispersg-per-file", "whispersg-vocab-sg", "faster-whisper-batched-words",
+                       "whisperx-align")
+# The default batch size of faster-whisper's BatchedInferencePipeline.transcribe and of WhisperX's CLI.
+PEER_BATCH_SIZE = 8
 # Variants compared on request (--systems), e.g. the Singapore vocabulary experiment of README.
 EXTRA_SYSTEMS = ("whispersg-vocab-sg",)
 DIARIZATION_SYSTEMS = ("whispersg-diarize", "senko", "whispersg-full")
@@ -57,7 +63,8 @@ def load_manifest(path: Path) -> list[dict]:
 def asr_worker(system: str, args: argparse.Namespace) -> dict:
     rows = load_manifest(Path(args.manifest))
     started = time.perf_counter()
-    if system in ("whispersg", "whispersg-no-align", "whispersg-vocab-sg"):
+    run_all = None  # a system that takes every recording in one call
+    if system in ("whispersg", "whispersg-per-file", "whispersg-no-align", "whispersg-vocab-sg"):
         sys.path.insert(0, str(REPO))
         from whispersg import WhisperSGPipeline
 
@@ -66,6 +73,8 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
                                      threads=args.threads, batch_size=args.batch_size, align=system != "whispersg-no-align",
                                      vocab="sg" if system == "whispersg-vocab-sg" else "none", language="en")
         run = lambda path: pipeline.transcribe(path).text  # noqa: E731
+        if system != "whispersg-per-file":
+            run_all = lambda paths: [text_or_raise(result) for _, result in pipeline.transcribe_many(paths)]  # noqa: E731
     elif system in ("faster-whisper-batched", "faster-whisper-batched-words", "faster-whisper"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -74,7 +83,7 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
             batched = BatchedInferencePipeline(model)
             words = system.endswith("-words")
             run = lambda path: " ".join(s.text for s in batched.transcribe(  # noqa: E731
-                path, batch_size=args.batch_size, language="en", word_timestamps=words)[0])
+                path, batch_size=args.batch_size or PEER_BATCH_SIZE, language="en", word_timestamps=words)[0])
         else:
             run = lambda path: " ".join(s.text for s in model.transcribe(path, beam_size=5, vad_filter=True, language="en")[0])  # noqa: E731
     elif system in ("whisperx", "whisperx-align"):
@@ -89,7 +98,7 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
 
         def run(path):
             audio = whisperx.load_audio(path)
-            segments = model.transcribe(audio, batch_size=args.batch_size)["segments"]
+            segments = model.transcribe(audio, batch_size=args.batch_size or PEER_BATCH_SIZE)["segments"]
             if aligner is not None:
                 # Word times as WhisperX users get them; alignment never changes the text scored.
                 whisperx.align(segments, *aligner, audio, args.device)
@@ -102,12 +111,19 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
     walls = []
     for repeat in range(args.repeats):
         t0 = time.perf_counter()
-        texts = [run(row["path"]) for row in rows]
+        paths = [row["path"] for row in rows]
+        texts = run_all(paths) if run_all else [run(path) for path in paths]
         walls.append(time.perf_counter() - t0)
         if repeat == 0:
             hypotheses = texts
     return {"system": system, "load_s": load_seconds, "wall_s": walls, "hypotheses": hypotheses,
             "audio_s": sum(r["duration"] for r in rows), "peak_rss_mb": peak_rss_mb()}
+
+
+def text_or_raise(result) -> str:
+    if isinstance(result, Exception):
+        raise result
+    return result.text
 
 
 def whisperx_default_aligner(device: str):
@@ -231,7 +247,7 @@ def run_system(system: str, args: argparse.Namespace) -> dict:
         python = str(WHISPERX_PYTHON)
     command = [python, __file__, "--worker", system, "--manifest", str(args.manifest), "--model", args.model,
                "--threads", str(args.threads), "--compute_type", args.compute_type, "--device", args.device,
-               "--repeats", "1", "--batch_size", str(args.batch_size)]
+               "--repeats", "1", *(["--batch_size", str(args.batch_size)] if args.batch_size else [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -254,7 +270,8 @@ def score_asr(result: dict, rows: list[dict]) -> dict:
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} · model {results['model_name']} · {results['compute_type']} · "
-             f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']}", ""]
+             f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']} · batch "
+             f"{results.get('batch_size') or 'at each system default (whispersg 2 on CPU, peers 8)'}", ""]
     asr = [r for r in results["asr"] if "skipped" not in r]
     if asr:
         lines += ["| system | word times | WER | WER singapore | WER other | RTF | load (s) | peak RSS (MB) |",
@@ -265,7 +282,7 @@ def markdown(results: dict) -> str:
                          f"{r.get('wer_other', float('nan')):.4f} | {r['rtf']:.4f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
         by_name = {r["system"]: r for r in asr}
-        for ours, same_work in (("whispersg", True), ("whispersg-no-align", False)):
+        for ours, same_work in (("whispersg", True), ("whispersg-per-file", True), ("whispersg-no-align", False)):
             if ours not in by_name:
                 continue
             base = by_name[ours]
@@ -332,7 +349,9 @@ def main() -> None:
     parser.add_argument("--diarize", action="store_true", help="also benchmark diarization")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="chunks per decoding batch for every system (default: each system's own default: "
+                             "whispersg 2 on CPU and 8 on CUDA, faster-whisper batched and WhisperX 8)")
     parser.add_argument("--compute_type", default="int8")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(HERE / "results"))
@@ -354,6 +373,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(), "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "model": args.model, "model_name": Path(args.model).name if Path(args.model).name != "model" else "tiny.en",
         "compute_type": args.compute_type, "threads": args.threads, "repeats": args.repeats, "device": args.device,
+        "batch_size": args.batch_size,
         "manifest": str(args.manifest), "items": len(rows), "asr": [], "diarization": [],
     }
     asr_systems = [s.strip() for s in args.systems.split(",") if s.strip()]

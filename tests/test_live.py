@@ -121,6 +121,31 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
 
 
+def test_decodes_are_prompted_with_the_committed_text_before_the_chunk(pipeline):
+    """Each decode of the open chunk gets the user's prompt, then the last context_chars characters
+    of what was committed before it, cut at a word boundary."""
+    prompts: list[tuple[str, str]] = []  # (committed text when decoding, prompt given)
+
+    class RecordingPipeline:
+        options = pipeline.options_for(initial_prompt="Singapore call.")
+
+        def transcribe(self, audio, **keywords):
+            committed = " ".join(s.text.strip() for s in transcriber.state.committed)
+            prompts.append((committed, keywords.get("initial_prompt", "")))
+            return pipeline.transcribe(audio, **keywords)
+
+    transcriber = LiveTranscriber(RecordingPipeline(), FileSource(DEMO_WAV, speed=0), LiveSettings(context_chars=40))
+    transcript = transcriber.run()
+    assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
+    with_context = [(committed, prompt) for committed, prompt in prompts if committed]
+    assert with_context and prompts[0] == ("", "Singapore call.")
+    for committed, prompt in with_context:
+        assert prompt.startswith("Singapore call. ")
+        tail = prompt[len("Singapore call. "):]
+        assert committed.endswith(tail) and 0 < len(tail) <= 40
+        assert tail == committed or committed[-len(tail) - 1] == " "  # whole words only
+
+
 def test_stdin_source_reads_pcm(pipeline):
     pcm = (load_audio(DEMO_WAV)[: 15 * SAMPLE_RATE] * 32767).astype("<i2").tobytes()
     transcript = LiveTranscriber(pipeline, StdinSource(io.BytesIO(pcm))).run()

@@ -32,7 +32,10 @@ def test_demo_call_transcript_quality(pipeline):
 
 
 def test_dev_manifest_corpus_wer(pipeline, eval_items):
-    hypotheses = [pipeline.transcribe(item["path"]).text for item in eval_items]
+    # As `whispersg FOLDER` runs it: the clips share decoding batches (transcribe_many).
+    results = list(pipeline.transcribe_many([item["path"] for item in eval_items]))
+    assert [source for source, _ in results] == [item["path"] for item in eval_items]
+    hypotheses = [transcript.text for _, transcript in results]
     wer = corpus_wer([i["text"] for i in eval_items], hypotheses)
     singapore = [k for k, i in enumerate(eval_items) if i["accent"] == "singapore"]
     sg_wer = corpus_wer([eval_items[k]["text"] for k in singapore], [hypotheses[k] for k in singapore])
@@ -79,6 +82,37 @@ def test_pipeline_is_reusable_from_threads(pipeline, eval_items):
     for thread in threads:
         thread.join()
     assert [results[i] for i in range(len(clips))] == sequential
+
+
+def test_transcribe_many_matches_one_call_per_recording(pipeline, eval_items, tmp_path, monkeypatch):
+    import whispersg.pipeline
+
+    # The 30 s demo call counts as long here, so it takes the block-by-block path between batched clips.
+    monkeypatch.setattr(whispersg.pipeline, "STREAM_BLOCK_SECONDS", 20.0)
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio at all\n" * 10)
+    clips = [i["path"] for i in eval_items[:3]]
+    array = load_audio(eval_items[3]["path"])
+    sources = [clips[0], broken, clips[1], DEMO_WAV, clips[2], array]
+    reported: dict[int, list] = {}
+
+    def on_progress(source, done, total, segments):
+        reported.setdefault(id(source), []).append((done / total, [s.text for s in segments]))
+
+    results = list(pipeline.transcribe_many(sources, batch_size=2, progress=on_progress))
+    assert [id(source) for source, _ in results] == [id(source) for source in sources]
+    assert isinstance(results[1][1], Exception) and "not a readable audio" in str(results[1][1])
+    for source, result in results:
+        if source is broken:
+            continue
+        one_by_one = pipeline.transcribe(source, batch_size=2)
+        assert result.text == one_by_one.text and result.text
+        assert [(w.start, w.end) for w in result.words] == [(w.start, w.end) for w in one_by_one.words]
+        assert result.duration == pytest.approx(one_by_one.duration)
+        assert result.source == (None if source is array else str(source))
+        fractions = [fraction for fraction, _ in reported[id(source)]]
+        assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+        assert [text for _, texts in reported[id(source)] for text in texts] == [s.text for s in result.segments]
 
 
 def test_progress_reports_every_segment_once(pipeline):

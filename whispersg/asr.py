@@ -105,7 +105,7 @@ class WhisperDecoder:
         """Decode ``chunks`` of ``audio``; returns segments (absolute times) and the language."""
         if not chunks:
             return [], options.language or "en"
-        language = self._language(audio, chunks[0], options)
+        language = self.language(audio, chunks[0], options)
         tokenizer = self._tokenizer(options, language)
         total = sum(c.duration for c in chunks)
         done = 0.0
@@ -115,8 +115,8 @@ class WhisperDecoder:
         for first in range(0, len(chunks), batch_size):
             batch = chunks[first : first + batch_size]
             prompt_tokens = self._prompt_tokens(tokenizer, options, previous_text_tokens)
-            decoded = self._decode_batch(audio, batch, tokenizer, prompt_tokens, options)
-            segments_in_batch = [piece for segment in decoded for piece in split_at_sentences(segment)]
+            decoded = self._decode_batch([(audio, chunk) for chunk in batch], tokenizer, prompt_tokens, options)
+            segments_in_batch = [piece for segment in decoded if segment for piece in split_at_sentences(segment)]
             segments.extend(segments_in_batch)
             if options.condition_on_previous_text and segments_in_batch:
                 last = segments_in_batch[-1]
@@ -129,15 +129,16 @@ class WhisperDecoder:
                 progress(done, total, segments_in_batch)
         return segments, language
 
-    # -- steps -------------------------------------------------------------
+    def decode_chunks(self, items: list[tuple[np.ndarray, Chunk]], options: PipelineOptions, language: str) -> list[list[Segment]]:
+        """Decode one batch of chunks that may come from different recordings (so no
+        previous-text conditioning); returns each chunk's segments, empty where it held no speech."""
+        tokenizer = self._tokenizer(options, language)
+        prompt_tokens = self._prompt_tokens(tokenizer, options, [])
+        decoded = self._decode_batch(items, tokenizer, prompt_tokens, options)
+        return [split_at_sentences(segment) if segment else [] for segment in decoded]
 
-    def _features(self, audio: np.ndarray, chunk: Chunk) -> np.ndarray:
-        from faster_whisper.audio import pad_or_trim
-
-        samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
-        return pad_or_trim(self.whisper.feature_extractor(samples)[..., :-1])
-
-    def _language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
+    def language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
+        """The language to decode in: the option, English for English-only models, else detected."""
         if options.language:
             return options.language
         if not self.multilingual:
@@ -147,6 +148,14 @@ class WhisperDecoder:
             language, probability, _ = self.whisper.detect_language(features=features)
         logger.info("detected language %s (p=%.2f)", language, probability)
         return language
+
+    # -- steps -------------------------------------------------------------
+
+    def _features(self, audio: np.ndarray, chunk: Chunk) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
+        return pad_or_trim(self.whisper.feature_extractor(samples)[..., :-1])
 
     def _tokenizer(self, options: PipelineOptions, language: str):
         from faster_whisper.tokenizer import Tokenizer
@@ -187,8 +196,11 @@ class WhisperDecoder:
             self._suppressed[key] = suppressed
         return self._suppressed[key]
 
-    def _decode_batch(self, audio, batch: list[Chunk], tokenizer, prompt: list[int], options: PipelineOptions) -> list[Segment]:
-        features = np.stack([self._features(audio, chunk) for chunk in batch])
+    def _decode_batch(self, items: list[tuple[np.ndarray, Chunk]], tokenizer, prompt: list[int],
+                      options: PipelineOptions) -> list[Optional[Segment]]:
+        """Decode ``(audio, chunk)`` pairs in one batch; per chunk its segment, or None where no speech was heard."""
+        batch = [chunk for _, chunk in items]
+        features = np.stack([self._features(audio, chunk) for audio, chunk in items])
         encoder_output = self.whisper.encode(features)
         suppress = self._suppress_tokens(tokenizer, options)
         max_length = self.whisper.max_length
@@ -235,8 +247,9 @@ class WhisperDecoder:
         word_lists: list[list[Word]] = [[] for _ in kept]
         if options.align and options.align_method == "attention" and kept:
             word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept)
-        return [
-            Segment(
+        segments: list[Optional[Segment]] = [None] * len(batch)
+        for (chunk, decode, row), words in zip(kept, word_lists):
+            segments[row] = Segment(
                 start=chunk.start,
                 end=chunk.end,
                 text=decode.text.strip(),
@@ -246,8 +259,7 @@ class WhisperDecoder:
                 compression_ratio=decode.compression_ratio,
                 temperature=decode.temperature,
             ).tidy_word_times()
-            for (chunk, decode, _), words in zip(kept, word_lists)
-        ]
+        return segments
 
     def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
         if temperature > 0:

@@ -238,41 +238,51 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
         disable=quiet,
         transient=True,
     )
+    # With speakers, lines are printed once they are known (after diarization).
+    stream_lines = not quiet and not pipeline.options.diarize
+    file_tasks: dict[Path, object] = {}
+
+    def file_task(path: Path):
+        if path not in file_tasks:
+            file_tasks[path] = progress.add_task(_short_name(path), total=1.0)
+        return file_tasks[path]
+
+    def on_progress(path: Path, done: float, total: float, segments) -> None:
+        progress.update(file_task(path), completed=done / total if total else 1.0)
+        if stream_lines:
+            for segment in segments:
+                print(format_segment_line(segment), flush=True)
+
+    targets_of = dict(pending)
     with progress:
         overall = progress.add_task("all files", total=len(pending))
-        for path, targets in pending:
-            file_task = progress.add_task(_short_name(path), total=1.0)
-
-            # With speakers, lines are printed once they are known (after diarization).
-            stream_lines = not quiet and not pipeline.options.diarize
-
-            def on_progress(done: float, total: float, segments, task=file_task) -> None:
-                progress.update(task, completed=done / total if total else 1.0)
-                if stream_lines:
-                    for segment in segments:
-                        print(format_segment_line(segment), flush=True)
-
+        # Short files share decoding batches, so several can be in progress at once; each is
+        # finished (written, reported) in input order.
+        for path, result in pipeline.transcribe_many([path for path, _ in pending], progress=on_progress):
+            targets = targets_of[path]
             try:
-                transcript = pipeline.transcribe(path, progress=on_progress)
+                if isinstance(result, Exception):
+                    raise result
                 if not quiet and not stream_lines:
-                    for segment in transcript.segments:
+                    for segment in result.segments:
                         print(format_segment_line(segment), flush=True)
-                _write_all_or_none(transcript, targets, writer_options)
+                _write_all_or_none(result, targets, writer_options)
             except Exception as error:  # one bad file must not stop the batch
                 if isinstance(error, WhisperSGError):
                     message = str(error)
                 else:
                     message = f"{path}: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"
                 if debug:
-                    logging.getLogger("whispersg").exception("%s failed", path)
+                    logging.getLogger("whispersg").error("%s failed", path, exc_info=error)
                 print_error(message)
                 report.failed.append((path, message))
             else:
                 report.done.append(path)
-                report.audio_seconds += transcript.duration
+                report.audio_seconds += result.duration
                 if not quiet:
                     stderr_console().print(f"[green]✓[/] {path} → {', '.join(str(t) for t in targets)}", highlight=False)
-            progress.remove_task(file_task)
+            if path in file_tasks:
+                progress.remove_task(file_tasks.pop(path))
             progress.advance(overall)
 
 

@@ -104,7 +104,13 @@ def transcribe_with_pipeline(model: str, utterances: list[Utterance], **options)
     from whispersg import WhisperSGPipeline
 
     pipeline = WhisperSGPipeline(model=model, align=False, diarize=False, **options)
-    return [pipeline.transcribe(u.samples).text.strip() for u in utterances]
+    texts = []
+    # Utterances share decoding batches, as a folder of files does in `whispersg`.
+    for _, result in pipeline.transcribe_many([u.samples for u in utterances]):
+        if isinstance(result, Exception):
+            raise result
+        texts.append(result.text.strip())
+    return texts
 
 
 def evaluate_model(model: str | Path, utterances: list[Utterance], **options) -> EvaluationResult:

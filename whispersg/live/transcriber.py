@@ -57,6 +57,13 @@ class LiveSettings:
     # chunk's final one).  Lockstep, 2.8 min: off 1.00x, 4 s 1.06x, 3 s 1.10x.  30 min, 4 s: 1.77 s /
     # 4.52 s at 1.12x (off: 2.04 s / 7.05 s at 1.07x).  Bounded latency is the default for captions.
     max_commit_delay: Optional[float] = 4.0
+    # The last this-many characters of committed text are Whisper's prompt for every decode of the
+    # open chunk (0: none), as openai-whisper conditions on previous text: a 4 s chunk alone gives
+    # the model no context.  Measured on a 30-min stream of eval clips, decoding each chunk the live
+    # segmenter cut with beam search: no prompt WER 0.141, 100 characters 0.136, 200 characters
+    # 0.125 (the offline pipeline on the same stream: 0.130).  whisper_streaming uses 200 too.  Live,
+    # 30 min in real time with the 4 s delay: live WER 1.12x offline without it, 1.01x with it.
+    context_chars: int = 200
 
     def __post_init__(self) -> None:
         # The one check for every caller (CLI, realtime WebSocket): 0 turns the delay off.
@@ -67,6 +74,10 @@ class LiveSettings:
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
                                   f"(got {self.max_commit_delay!r})")
             self.max_commit_delay = self.max_commit_delay or None
+        if self.context_chars < 0:
+            from whispersg.errors import OptionError
+
+            raise OptionError(f"context_chars must be >= 0 (got {self.context_chars!r})")
 
 
 @dataclass
@@ -114,6 +125,8 @@ class LiveTranscriber:
         self._interim_history: list[tuple[float, set[str]]] = []  # (session time shown, words) of the open chunk
         self.agreement = StablePrefix()
         self.cuts: list[Cut] = []
+        options = getattr(pipeline, "options", None)
+        self._user_prompt = ((options.initial_prompt or "").strip() if options is not None else "")
 
     # -- time ------------------------------------------------------------------
     def _now(self) -> float:
@@ -173,7 +186,8 @@ class LiveTranscriber:
         force = delay is not None and oldest is not None and audio_end - oldest >= delay
         # Greedy decoding unless forcing: interim text only has to be quick.
         greedy = {} if force else {"beam_size": 1}
-        transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, diarize=False, vad_method="none", **greedy)
+        transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, diarize=False, vad_method="none",
+                                              **greedy, **self._prompt())
         hypothesis = [word for segment in transcript.segments for word in segment.shift(offset).words]
         now = self._now()
         self._interim_history.append((now, word_keys(transcript.text)))
@@ -187,6 +201,23 @@ class LiveTranscriber:
         self.state.interim = " ".join(w.word for w in unsettled)
         self.on_update(self.state)
 
+    def _prompt(self) -> dict:
+        """The ``initial_prompt`` for decoding the open chunk: the user's prompt, then the tail of
+        what was committed before the chunk (cut at a word boundary)."""
+        tail = ""
+        if self.settings.context_chars:
+            texts: list[str] = []
+            for segment in reversed(self.state.committed):
+                texts.insert(0, segment.text.strip())
+                if sum(len(t) + 1 for t in texts) > self.settings.context_chars:
+                    break
+            tail = " ".join(texts)
+            if len(tail) > self.settings.context_chars:
+                tail = tail[-self.settings.context_chars:]
+                tail = tail.split(" ", 1)[1] if " " in tail else ""
+        prompt = " ".join(part for part in (self._user_prompt, tail) if part)
+        return {"initial_prompt": prompt} if prompt else {}
+
     def _record_timing(self, word: str, ended: float, committed_at: float, early: bool = False) -> None:
         key = word_key(word)
         # First interim shown after the word ended that already contained it.
@@ -199,7 +230,7 @@ class LiveTranscriber:
         found: list[Segment] = []
         if len(audio) >= MIN_COMMIT_SECONDS * SAMPLE_RATE:
             found = [segment.shift(start) for segment in
-                     self.pipeline.transcribe(audio, vad_method="none", diarize=False).segments]
+                     self.pipeline.transcribe(audio, vad_method="none", diarize=False, **self._prompt()).segments]
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
         if self.speakers is not None and segments and len(audio):

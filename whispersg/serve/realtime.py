@@ -39,6 +39,10 @@ class _PipelineWithOverrides:
         self._pipeline = pipeline
         self._overrides = overrides
 
+    @property
+    def options(self):
+        return self._pipeline.options_for(**self._overrides)
+
     def transcribe(self, audio, **keywords):
         return self._pipeline.transcribe(audio, **{**self._overrides, **keywords})
 
