@@ -147,7 +147,7 @@ class WhisperSGPipeline:
         return self._transcribe(audio, self.options_for(**overrides), progress)
 
     def _transcribe(self, audio: AudioSource, opts: PipelineOptions, progress) -> Transcript:
-        source = None if hasattr(audio, "shape") else str(audio)
+        source = _source_name(audio)
         if source is None or opts.diarize:
             samples = load_audio(audio)
             duration = len(samples) / SAMPLE_RATE
@@ -258,7 +258,7 @@ class WhisperSGPipeline:
         """The decoded samples of a recording short enough to hold whole (or with diarization), else None."""
         from whispersg.audio import probe_duration
 
-        if hasattr(source, "shape") or opts.diarize:
+        if _source_name(source) is None or opts.diarize:
             return load_audio(source)
         duration = probe_duration(source)
         if duration is None or duration > STREAM_BLOCK_SECONDS:
@@ -364,9 +364,13 @@ class _CrossRecordingBatcher:
             segments, turns = self.pipeline._finish(recording.samples, segments, self.opts, recording.turns_future)
         except Exception as error:
             return error
-        source = None if hasattr(recording.source, "shape") else str(recording.source)
         return Transcript(segments=segments, language=recording.language, duration=len(recording.samples) / SAMPLE_RATE,
-                          speaker_turns=turns, source=source)
+                          speaker_turns=turns, source=_source_name(recording.source))
+
+
+def _source_name(audio: AudioSource) -> Optional[str]:
+    """The path a transcript names as its source; None for samples passed as an array."""
+    return None if hasattr(audio, "shape") else str(audio)
 
 
 def _vad_settings(opts: PipelineOptions):

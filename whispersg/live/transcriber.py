@@ -67,16 +67,14 @@ class LiveSettings:
 
     def __post_init__(self) -> None:
         # The one check for every caller (CLI, realtime WebSocket): 0 turns the delay off.
+        from whispersg.errors import OptionError
+
         if self.max_commit_delay is not None:
             if not self.max_commit_delay >= 0:
-                from whispersg.errors import OptionError
-
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
                                   f"(got {self.max_commit_delay!r})")
             self.max_commit_delay = self.max_commit_delay or None
         if self.context_chars < 0:
-            from whispersg.errors import OptionError
-
             raise OptionError(f"context_chars must be >= 0 (got {self.context_chars!r})")
 
 
@@ -204,17 +202,14 @@ class LiveTranscriber:
     def _prompt(self) -> dict:
         """The ``initial_prompt`` for decoding the open chunk: the user's prompt, then the tail of
         what was committed before the chunk (cut at a word boundary)."""
+        limit = self.settings.context_chars
         tail = ""
-        if self.settings.context_chars:
-            texts: list[str] = []
-            for segment in reversed(self.state.committed):
-                texts.insert(0, segment.text.strip())
-                if sum(len(t) + 1 for t in texts) > self.settings.context_chars:
-                    break
-            tail = " ".join(texts)
-            if len(tail) > self.settings.context_chars:
-                tail = tail[-self.settings.context_chars:]
+        for segment in reversed(self.state.committed if limit else []):
+            tail = f"{segment.text.strip()} {tail}".strip()
+            if len(tail) > limit:
+                tail = tail[-limit:]
                 tail = tail.split(" ", 1)[1] if " " in tail else ""
+                break
         prompt = " ".join(part for part in (self._user_prompt, tail) if part)
         return {"initial_prompt": prompt} if prompt else {}
 
