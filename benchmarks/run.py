@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,8 +97,12 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
                                     language="en", vad_method="pyannote")  # its bundled VAD; silero needs torch.hub
         aligner = whisperx_default_aligner(args.device) if system == "whisperx-align" else None
 
+        # whisperx.load_audio runs the ffmpeg command; where there is none (e.g. a bare GPU machine), the same
+        # decoding through PyAV, which whisperx's faster-whisper already needs, stands in.
+        load_audio = whisperx.load_audio if shutil.which("ffmpeg") else __import__("faster_whisper").decode_audio
+
         def run(path):
-            audio = whisperx.load_audio(path)
+            audio = load_audio(path)
             segments = model.transcribe(audio, batch_size=args.batch_size or PEER_BATCH_SIZE)["segments"]
             if aligner is not None:
                 # Word times as WhisperX users get them; alignment never changes the text scored.
@@ -226,6 +231,8 @@ def run_rounds(systems: list[str], args: argparse.Namespace) -> list[dict]:
                 continue
             print(f"round {repeat + 1}/{args.repeats}: {system} …", file=sys.stderr, flush=True)
             result = run_system(system, args)
+            outcome = result.get("skipped") or f"{result['wall_s'][0]:.2f} s, {result['peak_rss_mb']:.0f} MB"
+            print(f"  {outcome}", file=sys.stderr, flush=True)
             if system not in merged or "skipped" in result:
                 merged[system] = dict(result, load_s=[result.get("load_s")])
                 continue
@@ -242,16 +249,21 @@ def run_rounds(systems: list[str], args: argparse.Namespace) -> list[dict]:
 def run_system(system: str, args: argparse.Namespace) -> dict:
     python = sys.executable
     if system.startswith("whisperx"):
-        if not WHISPERX_PYTHON.exists():
-            return {"system": system, "skipped": "benchmarks/.venv-whisperx is missing; run benchmarks/setup_peers.sh"}
-        python = str(WHISPERX_PYTHON)
+        if not Path(args.whisperx_python).exists():
+            return {"system": system, "skipped": f"{args.whisperx_python} is missing; run benchmarks/setup_peers.sh"}
+        python = args.whisperx_python
     command = [python, __file__, "--worker", system, "--manifest", str(args.manifest), "--model", args.model,
                "--threads", str(args.threads), "--compute_type", args.compute_type, "--device", args.device,
                "--repeats", "1", *(["--batch_size", str(args.batch_size)] if args.batch_size else [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    except subprocess.TimeoutExpired:
+        return {"system": system, "skipped": f"timed out after {args.worker_timeout} s"}
     if result.returncode != 0:
-        return {"system": system, "skipped": f"failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"}
+        stderr = result.stderr.strip().splitlines()
+        return {"system": system, "skipped": f"failed: {stderr[-1] if stderr else result.returncode}",
+                "stderr_tail": stderr[-30:]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -269,9 +281,11 @@ def score_asr(result: dict, rows: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
+    ours = 8 if results.get("device") == "cuda" else 2
+    default_batches = f"at each system default (whispersg {ours} on {results.get('device', 'cpu').upper()}, peers 8)"
     lines = [f"Machine: {results['machine']} · model {results['model_name']} · {results['compute_type']} · "
              f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']} · batch "
-             f"{results.get('batch_size') or 'at each system default (whispersg 2 on CPU, peers 8)'}", ""]
+             f"{results.get('batch_size') or default_batches}", ""]
     asr = [r for r in results["asr"] if "skipped" not in r]
     if asr:
         lines += ["| system | word times | WER | WER singapore | WER other | RTF | load (s) | peak RSS (MB) |",
@@ -335,7 +349,8 @@ def plot(results: dict, path: Path) -> None:
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     axis.set_xlabel("real-time factor (lower is faster)")
     axis.set_ylabel("corpus WER (lower is better)")
-    axis.set_title(f"{results['model_name']}, {results['compute_type']}, {results['threads']} CPU threads")
+    where = "GPU" if results.get("device") == "cuda" else f"{results['threads']} CPU threads"
+    axis.set_title(f"{results['model_name']}, {results['compute_type']}, {where}")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -356,6 +371,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--tag", default=None, help="suffix of the result files (keeps a variant run beside the main one)")
+    parser.add_argument("--whisperx_python", default=str(WHISPERX_PYTHON),
+                        help="Python interpreter that can import whisperx (default: the venv setup_peers.sh makes)")
+    parser.add_argument("--worker_timeout", type=float, default=None,
+                        help="seconds one system's run may take before it is recorded as timed out (default: no limit)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
@@ -376,6 +395,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "manifest": str(args.manifest), "items": len(rows), "asr": [], "diarization": [],
     }
+    if args.device == "cuda" and shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        results["machine"] += " · GPU " + subprocess.run(query, capture_output=True, text=True).stdout.strip()
     asr_systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for result in run_rounds(asr_systems, args):
         results["asr"].append(result if "skipped" in result else score_asr(result, rows))
