@@ -37,11 +37,15 @@ from whispersg.live.transcriber import LiveSettings, LiveTranscriber  # noqa: E4
 from whispersg.metrics import corpus_wer  # noqa: E402
 
 
-def build_stream(manifest: Path, minutes: float, pause: float = 1.0) -> tuple[np.ndarray, str]:
+def build_stream(manifest: Path, minutes: float, pause: float = 1.0) -> tuple[np.ndarray, str, float]:
+    """The clips joined with pauses, repeated until ``minutes``; their reference; one pass's seconds."""
     rows = [json.loads(l) for l in manifest.read_text().splitlines() if l.strip()]
     pieces, texts, total = [], [], 0.0
+    period = None
     silence = np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32)
     while total < minutes * 60:
+        if pieces and period is None:
+            period = total
         for row in rows:
             audio = load_audio(manifest.parent / row["audio"])
             pieces += [audio, silence]
@@ -49,7 +53,29 @@ def build_stream(manifest: Path, minutes: float, pause: float = 1.0) -> tuple[np
             total += len(audio) / SAMPLE_RATE + pause
             if total >= minutes * 60:
                 break
-    return np.concatenate(pieces), " ".join(texts)
+    return np.concatenate(pieces), " ".join(texts), period or total
+
+
+# A content minute is compared across passes only where each pass committed this many of its words.
+MIN_WORDS_PER_PASS = 20
+
+
+def same_audio_later(timings, period: float) -> dict:
+    """Commit latency of the same audio on each pass over the clips, per minute of the clip list.
+
+    Per-minute medians move with what is being said (dense speech waits longer than short phrases
+    between pauses); comparing a minute of audio with itself replayed later isolates lag growth.
+    """
+    by_minute: dict[int, dict[int, list[float]]] = {}
+    for t in timings:
+        repeat, position = divmod(t.end, period)
+        by_minute.setdefault(int(position // 60), {}).setdefault(int(repeat), []).append(t.committed - t.end)
+    medians = {minute: {repeat: statistics.median(values) for repeat, values in sorted(passes.items())
+                        if len(values) >= MIN_WORDS_PER_PASS}
+               for minute, passes in sorted(by_minute.items())}
+    ratios = [row[repeat] / row[0] for row in medians.values() if 0 in row for repeat in row if repeat > 0]
+    return {"period_s": period, "medians_by_pass": medians, "later_over_first": ratios,
+            "later_over_first_median": statistics.median(ratios) if ratios else None}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,6 +90,14 @@ def rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def same_audio_line(later: dict) -> str:
+    ratios = later["later_over_first"]
+    if not ratios:
+        return "| same audio replayed later / first pass, per minute | n/a (the stream holds one pass of the clips) |"
+    return (f"| same audio replayed later / first pass, per minute of the clips ({later['period_s'] / 60:.1f} min a pass) | "
+            f"median {later['later_over_first_median']:.2f}×, range {min(ratios):.2f}–{max(ratios):.2f}× ({len(ratios)} minutes) |")
 
 
 def main() -> None:
@@ -87,7 +121,7 @@ def main() -> None:
     parser.add_argument("--tag", default=None, help="suffix of the result files")
     args = parser.parse_args()
 
-    stream, reference = build_stream(Path(args.manifest), args.minutes)
+    stream, reference, period = build_stream(Path(args.manifest), args.minutes)
     pipeline = WhisperSGPipeline(model=args.model, threads=args.threads)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "stream.wav"
@@ -135,6 +169,7 @@ def main() -> None:
         "per_minute": per_minute,
         "max_minute_deviation": max((abs(v["committed_median"] - overall) / overall for v in per_minute.values()), default=0.0),
         "live_wer": corpus_wer([reference], [transcript.text]), "offline_wer": corpus_wer([reference], [offline_text]),
+        "same_audio_later": same_audio_later(timings, period),
         "rss_mb": memory, "dropped_seconds": transcriber.state.dropped_seconds,
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
     }
@@ -153,6 +188,7 @@ def main() -> None:
         f"| words committed before their chunk ended (interims agreed, or --max_commit_delay) | {results['committed_early_fraction'] * 100:.0f}% |",
         f"| per-minute committed medians | {minute_medians} s |",
         f"| largest per-minute deviation from the overall committed median | {results['max_minute_deviation'] * 100:.0f}% |",
+        same_audio_line(results["same_audio_later"]),
         f"| live WER / offline WER (same stream) | {results['live_wer']:.4f} / {results['offline_wer']:.4f} "
         f"({results['live_wer'] / results['offline_wer']:.2f}×) |",
         f"| RSS first / last sample | {memory[0][1]:.0f} MB / {memory[-1][1]:.0f} MB |" if memory else "| RSS | n/a |",
