@@ -165,7 +165,7 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
 
 
 @pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--soft_chunk_limit", "0"),
-                                         ("--hard_chunk_limit", "40")])
+                                         ("--hard_chunk_limit", "40"), ("--context_chars", "-1")])
 def test_live_cli_refuses_bad_segmentation_settings(flag, value, cli_env):
     result = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV), flag, value],
                             capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=120)

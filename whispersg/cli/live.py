@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="commit words at most about this long after they end (plus computing time), even ones "
                            "the model is unsure of; 0 lets unsure words wait for the end of their chunk (a little "
                            "more accurate, slower) (default %(default)s)")
+    live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
+                      help="prompt every decode with the last N characters of committed text, as Whisper conditions "
+                           "on previous text; 0 decodes each chunk alone (default %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
     out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
@@ -95,8 +98,9 @@ def _run(args: argparse.Namespace) -> int:
         raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
     if args.hard_chunk_limit > 30:
         raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {args.hard_chunk_limit})")
-    settings = LiveSettings(args.soft_chunk_limit, args.hard_chunk_limit, args.silence_duration, args.vad_threshold,
-                            args.max_commit_delay)
+    settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
+                            silence_duration=args.silence_duration, vad_threshold=args.vad_threshold,
+                            max_commit_delay=args.max_commit_delay, context_chars=args.context_chars)
     source = open_source(mic_id, args.input, args.speed)
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():

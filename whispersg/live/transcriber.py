@@ -75,7 +75,7 @@ class LiveSettings:
                                   f"(got {self.max_commit_delay!r})")
             self.max_commit_delay = self.max_commit_delay or None
         if self.context_chars < 0:
-            raise OptionError(f"context_chars must be >= 0 (got {self.context_chars!r})")
+            raise OptionError(f"--context_chars must be >= 0, 0 for no prompt (got {self.context_chars!r})")
 
 
 @dataclass
