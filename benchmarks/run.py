@@ -99,7 +99,10 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
 
         # whisperx.load_audio runs the ffmpeg command; where there is none (e.g. a bare GPU machine), the same
         # decoding through PyAV, which whisperx's faster-whisper already needs, stands in.
-        load_audio = whisperx.load_audio if shutil.which("ffmpeg") else __import__("faster_whisper").decode_audio
+        if shutil.which("ffmpeg"):
+            load_audio = whisperx.load_audio
+        else:
+            from faster_whisper import decode_audio as load_audio
 
         def run(path):
             audio = load_audio(path)
@@ -281,7 +284,10 @@ def score_asr(result: dict, rows: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    ours = 8 if results.get("device") == "cuda" else 2
+    sys.path.insert(0, str(REPO))
+    from whispersg.asr import DEFAULT_BATCH_SIZE_CPU, DEFAULT_BATCH_SIZE_CUDA
+
+    ours = DEFAULT_BATCH_SIZE_CUDA if results.get("device") == "cuda" else DEFAULT_BATCH_SIZE_CPU
     default_batches = f"at each system default (whispersg {ours} on {results.get('device', 'cpu').upper()}, peers 8)"
     lines = [f"Machine: {results['machine']} · model {results['model_name']} · {results['compute_type']} · "
              f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']} · batch "
