@@ -166,11 +166,16 @@ def main() -> None:
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
         "committed_early_fraction": sum(t.early for t in timings) / len(timings) if timings else 0.0,
+        "committed_by": {how: {"words": len(values), "median_s": statistics.median(values)}
+                         for how in ("agreed", "forced", "chunk")
+                         for values in [[t.committed - t.end for t in timings if t.how == how]] if values},
         "per_minute": per_minute,
         "max_minute_deviation": max((abs(v["committed_median"] - overall) / overall for v in per_minute.values()), default=0.0),
         "live_wer": corpus_wer([reference], [transcript.text]), "offline_wer": corpus_wer([reference], [offline_text]),
         "same_audio_later": same_audio_later(timings, period),
         "rss_mb": memory, "dropped_seconds": transcriber.state.dropped_seconds,
+        # word, end, shown, committed (stream / session seconds), how it was committed
+        "word_timings": [[t.word, round(t.end, 3), round(t.shown, 3), round(t.committed, 3), t.how] for t in timings],
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
     }
     minute_medians = ", ".join(f"{value['committed_median']:.2f}" for value in per_minute.values())
@@ -186,6 +191,8 @@ def main() -> None:
         f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",
         f"| word committed after it ends: median / p95 | {results['committed_median_s']:.2f} s / {results['committed_p95_s']:.2f} s |",
         f"| words committed before their chunk ended (interims agreed, or --max_commit_delay) | {results['committed_early_fraction'] * 100:.0f}% |",
+        "| committed by: words, median latency | " + "; ".join(f"{how} {value['words']}, {value['median_s']:.2f} s"
+                                                          for how, value in results["committed_by"].items()) + " |",
         f"| per-minute committed medians | {minute_medians} s |",
         f"| largest per-minute deviation from the overall committed median | {results['max_minute_deviation'] * 100:.0f}% |",
         same_audio_line(results["same_audio_later"]),

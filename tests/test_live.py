@@ -104,13 +104,16 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     committed about that long after they end."""
     delay = 2.0
 
-    def waits(settings: LiveSettings) -> tuple[list[float], str]:
+    def waits(settings: LiveSettings) -> tuple[list[float], str, set[str]]:
         transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
         transcript = transcriber.run()
-        return [t.committed - t.end for t in transcriber.state.timings], transcript.text
+        timings = transcriber.state.timings
+        return [t.committed - t.end for t in timings], transcript.text, {t.how for t in timings}
 
-    unbounded_waits, _ = waits(LiveSettings(max_commit_delay=None))
-    bounded_waits, text = waits(LiveSettings(max_commit_delay=delay))
+    unbounded_waits, _, unbounded_kinds = waits(LiveSettings(max_commit_delay=None))
+    bounded_waits, text, bounded_kinds = waits(LiveSettings(max_commit_delay=delay))
+    # Each word says how it was committed; only the delay forces words.
+    assert unbounded_kinds == {"agreed", "chunk"} and bounded_kinds == {"agreed", "forced", "chunk"}
     # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
     # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway.  Measured
     # on this call: 0% of words later than 3 s with the 2 s delay (longest 2.18 s, WER 0.149), 45%

@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech probability threshold of the streaming VAD (default %(default)s)")
     live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
                       help="commit words at most about this long after they end (plus computing time), even ones "
-                           "the model is unsure of; 0 lets unsure words wait for the end of their chunk (a little "
-                           "more accurate, slower) (default %(default)s)")
+                           "the model is unsure of; 0 lets unsure words wait for the end of their chunk (slower, and "
+                           "the latency swings more with the speech) (default %(default)s)")
     live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
                       help="prompt every decode with the last N characters of committed text, as Whisper conditions "
                            "on previous text; 0 decodes each chunk alone (default %(default)s)")
@@ -84,7 +84,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from whispersg.console import stderr_console
-    from whispersg.errors import OptionError
     from whispersg.live.display import LiveDisplay, RecordingWriter, SessionWriter
     from whispersg.live.sources import open_source
     from whispersg.live.transcriber import LiveSettings, LiveTranscriber
@@ -94,10 +93,6 @@ def _run(args: argparse.Namespace) -> int:
     mic_id = microphone_choice(args.mic_id)
     if args.mic_id == "list":
         return 0
-    if args.soft_chunk_limit <= 0:
-        raise OptionError(f"--soft_chunk_limit must be positive (got {args.soft_chunk_limit})")
-    if args.hard_chunk_limit > 30:
-        raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {args.hard_chunk_limit})")
     settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
                             silence_duration=args.silence_duration, vad_threshold=args.vad_threshold,
                             max_commit_delay=args.max_commit_delay, context_chars=args.context_chars)

@@ -55,6 +55,7 @@ class StablePrefix:
     def __init__(self) -> None:
         self.settled: list[Word] = []
         self._previous: list[Word] = []  # the unsettled tail of the last hypothesis
+        self.forced_count = 0  # how many of the words the last update settled were forced (the last ones)
 
     @property
     def text(self) -> str:
@@ -84,9 +85,11 @@ class StablePrefix:
             if word_key(before.word) != word_key(now.word) or not (_confident(before) and _confident(now)):
                 break
             agreed += 1
+        self.forced_count = 0
         if settle_until is not None:
             while agreed < len(tail) and tail[agreed].end <= settle_until:
                 agreed += 1
+                self.forced_count += 1
         settled_now, tail = tail[:agreed], tail[agreed:]
         self.settled.extend(settled_now)
         self._previous = tail

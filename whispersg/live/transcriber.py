@@ -51,12 +51,15 @@ class LiveSettings:
     # Words the interims never agree on with confidence do not wait for their chunk's end: once the
     # oldest unsettled word ended this many seconds of audio ago, the interim is decoded with beam
     # search and every word with FORCE_RIGHT_CONTEXT seconds of audio after it is committed from it.
-    # None (CLI: 0) waits for the chunk's end.  Measured with benchmarks/live.py, 5.3 min of eval
-    # stream in real time: off 2.13 s / 8.14 s (median / p95) at live WER 1.00x offline; 4 s 2.24 s /
-    # 4.68 s at 1.04x; 3 s 2.05 s / 4.05 s at 1.06x (a decode of part of a chunk hears less than the
-    # chunk's final one).  Lockstep, 2.8 min: off 1.00x, 4 s 1.06x, 3 s 1.10x.  30 min, 4 s: 1.77 s /
-    # 4.52 s at 1.12x (off: 2.04 s / 7.05 s at 1.07x).  Bounded latency is the default for captions.
-    max_commit_delay: Optional[float] = 4.0
+    # None (CLI: 0) waits for the chunk's end.  The per-minute median latency follows how many words
+    # are forced (6-44% from minute to minute on the eval stream), so the closer the forced words'
+    # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
+    # eval stream in real time, 200-character prompt: 4 s committed 2.14 s / 4.72 s (median / p95),
+    # per-minute medians within 45% of the overall one, live WER 1.01x offline; 3 s 2.38 s / 4.26 s,
+    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), two runs: 1.77 s /
+    # 3.13 s, 14%, 1.01x and 1.89 s / 3.27 s, 24%, 1.04x.  Lockstep over the 14.1-min clip list: WER
+    # 0.99x at 4, 3 and 2 s alike.
+    max_commit_delay: Optional[float] = 2.0
     # The last this-many characters of committed text are Whisper's prompt for every decode of the
     # open chunk (0: none), as openai-whisper conditions on previous text: a 4 s chunk alone gives
     # the model no context.  Measured on a 30-min stream of eval clips, decoding each chunk the live
@@ -66,9 +69,13 @@ class LiveSettings:
     context_chars: int = 200
 
     def __post_init__(self) -> None:
-        # The one check for every caller (CLI, realtime WebSocket): 0 turns the delay off.
+        # The one check for every caller (CLI, realtime WebSocket, library): 0 turns the delay off.
         from whispersg.errors import OptionError
 
+        if not self.soft_chunk_limit > 0:
+            raise OptionError(f"--soft_chunk_limit must be positive (got {self.soft_chunk_limit})")
+        if self.hard_chunk_limit > 30:
+            raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {self.hard_chunk_limit})")
         if self.max_commit_delay is not None:
             if not self.max_commit_delay >= 0:
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
@@ -86,7 +93,12 @@ class WordTiming:
     end: float
     shown: float
     committed: float
-    early: bool = False  # settled by agreement of interims, before its chunk ended
+    how: str = "chunk"  # "agreed" (two interims agreed), "forced" (max_commit_delay) or "chunk" (its chunk's decode)
+
+    @property
+    def early(self) -> bool:
+        """Committed before its chunk ended."""
+        return self.how != "chunk"
 
 
 @dataclass
@@ -191,10 +203,14 @@ class LiveTranscriber:
         self._interim_history.append((now, word_keys(transcript.text)))
         settled_now, unsettled = self.agreement.update(
             hypothesis, settle_until=audio_end - min(FORCE_RIGHT_CONTEXT, delay / 2) if force else None)
-        # In stream seconds: a replay at speed 0 (as fast as possible, or lockstep) has no real time to share.
-        self._interim_seconds = (time.monotonic() - began) * getattr(self.source, "speed", 1.0)
-        for word in settled_now:
-            self._record_timing(word.word, word.end, now, early=True)
+        if not force:
+            # Interims are spaced by what a greedy one costs (in stream seconds: a replay at speed 0 has
+            # no real time to share).  A forced beam-search decode costs more; letting it set the spacing
+            # would thin out the interims that words need to agree, and force yet more of them.
+            self._interim_seconds = (time.monotonic() - began) * getattr(self.source, "speed", 1.0)
+        forced_from = len(settled_now) - self.agreement.forced_count
+        for index, word in enumerate(settled_now):
+            self._record_timing(word.word, word.end, now, how="forced" if index >= forced_from else "agreed")
         self.state.settled = self.agreement.text
         self.state.interim = " ".join(w.word for w in unsettled)
         self.on_update(self.state)
@@ -213,11 +229,11 @@ class LiveTranscriber:
         prompt = " ".join(part for part in (self._user_prompt, tail) if part)
         return {"initial_prompt": prompt} if prompt else {}
 
-    def _record_timing(self, word: str, ended: float, committed_at: float, early: bool = False) -> None:
+    def _record_timing(self, word: str, ended: float, committed_at: float, how: str = "chunk") -> None:
         key = word_key(word)
         # First interim shown after the word ended that already contained it.
         shown = next((when for when, words in self._interim_history if when >= ended and key in words), committed_at)
-        self.state.timings.append(WordTiming(word, ended, min(shown, committed_at), committed_at, early))
+        self.state.timings.append(WordTiming(word, ended, min(shown, committed_at), committed_at, how))
 
     def _commit(self, taken: tuple[int, np.ndarray]) -> None:
         offset, audio = taken
