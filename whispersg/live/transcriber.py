@@ -34,7 +34,8 @@ INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses, at the leas
 # instead of leaving no time for commits (which would put the loop behind and stall everything).
 INTERIM_DUTY = 2.0
 BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
-# With a max_commit_delay, words settled by force need at least this much audio after them.
+# Words settled by force need this much audio after them, or half the max_commit_delay if that is less
+# (1.0 s at the 2 s default).
 FORCE_RIGHT_CONTEXT = 1.5
 MIN_COMMIT_SECONDS = 0.3
 
@@ -50,9 +51,9 @@ class LiveSettings:
     vad_threshold: float = 0.5
     # Words the interims never agree on with confidence do not wait for their chunk's end: once the
     # oldest unsettled word ended this many seconds of audio ago, the interim is decoded with beam
-    # search and every word with FORCE_RIGHT_CONTEXT seconds of audio after it is committed from it.
+    # search and every word with min(FORCE_RIGHT_CONTEXT, delay / 2) seconds of audio after it is committed.
     # None (CLI: 0) waits for the chunk's end.  The per-minute median latency follows how many words
-    # are forced (6-44% from minute to minute on the eval stream), so the closer the forced words'
+    # are forced (5-44% from minute to minute on the eval stream), so the closer the forced words'
     # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
     # eval stream in real time, 200-character prompt: 4 s committed 2.14 s / 4.72 s (median / p95),
     # per-minute medians within 45% of the overall one, live WER 1.01x offline; 3 s 2.38 s / 4.26 s,
