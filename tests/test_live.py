@@ -16,7 +16,7 @@ import pytest
 from whispersg.audio import SAMPLE_RATE, load_audio
 from whispersg.live.segmenter import ChunkSegmenter
 from whispersg.live.sources import FileSource, StdinSource
-from whispersg.live.transcriber import LiveSettings, LiveTranscriber
+from whispersg.live.transcriber import FORCE_RIGHT_CONTEXT, LiveSettings, LiveTranscriber
 from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_WAV, REPO, demo_reference
@@ -104,16 +104,21 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     committed about that long after they end."""
     delay = 2.0
 
-    def waits(settings: LiveSettings) -> tuple[list[float], str, set[str]]:
+    def waits(settings: LiveSettings) -> tuple[list[float], str, dict[str, list[float]]]:
         transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
         transcript = transcriber.run()
-        timings = transcriber.state.timings
-        return [t.committed - t.end for t in timings], transcript.text, {t.how for t in timings}
+        by_kind: dict[str, list[float]] = {}
+        for t in transcriber.state.timings:
+            by_kind.setdefault(t.how, []).append(t.committed - t.end)
+        return [wait for values in by_kind.values() for wait in values], transcript.text, by_kind
 
     unbounded_waits, _, unbounded_kinds = waits(LiveSettings(max_commit_delay=None))
     bounded_waits, text, bounded_kinds = waits(LiveSettings(max_commit_delay=delay))
     # Each word says how it was committed; only the delay forces words.
-    assert unbounded_kinds == {"agreed", "chunk"} and bounded_kinds == {"agreed", "forced", "chunk"}
+    assert set(unbounded_kinds) == {"agreed", "chunk"} and set(bounded_kinds) == {"agreed", "forced", "chunk"}
+    # A forced word always had FORCE_RIGHT_CONTEXT of audio after it (in lockstep it is committed when
+    # the audio so far ends).
+    assert min(bounded_kinds["forced"]) >= FORCE_RIGHT_CONTEXT - 0.01, sorted(bounded_kinds["forced"])
     # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
     # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway.  Measured
     # on this call: 0% of words later than 3 s with the 2 s delay (longest 2.18 s, WER 0.149), 45%

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
                       help="commit words at most about this long after they end (plus computing time), even ones "
                            "the model is unsure of; 0 lets unsure words wait for the end of their chunk (slower, and "
-                           "the latency swings more with the speech) (default %(default)s)")
+                           "the latency swings more with the speech); below 1 it acts as 1, as such a word needs 1 s "
+                           "of audio after it (default %(default)s)")
     live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
                       help="prompt every decode with the last N characters of committed text, as Whisper conditions "
                            "on previous text; 0 decodes each chunk alone (default %(default)s)")

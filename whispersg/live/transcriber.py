@@ -34,9 +34,12 @@ INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses, at the leas
 # instead of leaving no time for commits (which would put the loop behind and stall everything).
 INTERIM_DUTY = 2.0
 BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
-# Words settled by force need this much audio after them, or half the max_commit_delay if that is less
-# (1.0 s at the 2 s default).
-FORCE_RIGHT_CONTEXT = 1.5
+# Words settled by force need this much audio after them, whatever the max_commit_delay (a shorter
+# delay waits for it).  It was half the delay: at 2 s that is this 1.0 s (live WER 1.01x, 1.04x and
+# 1.09x offline in three 30-min runs in real time); a 1.5 s delay left 0.75 s and measured 1.08x.
+# 1.5 s with 1.0 s measured 1.06x: a delay that close to the context forces more beam-search
+# decodes, which thin out the interims (words shown 1.05 s after they end against 0.67-0.82 s).
+FORCE_RIGHT_CONTEXT = 1.0
 MIN_COMMIT_SECONDS = 0.3
 
 
@@ -51,14 +54,15 @@ class LiveSettings:
     vad_threshold: float = 0.5
     # Words the interims never agree on with confidence do not wait for their chunk's end: once the
     # oldest unsettled word ended this many seconds of audio ago, the interim is decoded with beam
-    # search and every word with min(FORCE_RIGHT_CONTEXT, delay / 2) seconds of audio after it is committed.
+    # search and every word with FORCE_RIGHT_CONTEXT seconds of audio after it is committed.
     # None (CLI: 0) waits for the chunk's end.  The per-minute median latency follows how many words
     # are forced (5-44% from minute to minute on the eval stream), so the closer the forced words'
     # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
     # eval stream in real time, 200-character prompt: 4 s committed 2.14 s / 4.72 s (median / p95),
     # per-minute medians within 45% of the overall one, live WER 1.01x offline; 3 s 2.38 s / 4.26 s,
-    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), two runs: 1.77 s /
-    # 3.13 s, 14%, 1.01x and 1.89 s / 3.27 s, 24%, 1.04x.  Lockstep over the 14.1-min clip list: WER
+    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), three runs: 1.77 s
+    # / 3.13 s, 14%, 1.01x; 1.89 s / 3.27 s, 24%, 1.04x; 1.69 s / 3.03 s, 27%, 1.09x (the slow minute is
+    # the same dense read speech in every run).  Lockstep over the 14.1-min clip list: WER
     # 0.99x at 4, 3 and 2 s alike.
     max_commit_delay: Optional[float] = 2.0
     # The last this-many characters of committed text are Whisper's prompt for every decode of the
@@ -194,7 +198,7 @@ class LiveTranscriber:
         audio_end = offset + self.segmenter.duration
         oldest = self.agreement.oldest_unsettled_end
         delay = self.settings.max_commit_delay
-        force = delay is not None and oldest is not None and audio_end - oldest >= delay
+        force = delay is not None and oldest is not None and audio_end - oldest >= max(delay, FORCE_RIGHT_CONTEXT)
         # Greedy decoding unless forcing: interim text only has to be quick.
         greedy = {} if force else {"beam_size": 1}
         transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, diarize=False, vad_method="none",
@@ -203,7 +207,7 @@ class LiveTranscriber:
         now = self._now()
         self._interim_history.append((now, word_keys(transcript.text)))
         settled_now, unsettled = self.agreement.update(
-            hypothesis, settle_until=audio_end - min(FORCE_RIGHT_CONTEXT, delay / 2) if force else None)
+            hypothesis, settle_until=audio_end - FORCE_RIGHT_CONTEXT if force else None)
         if not force:
             # Interims are spaced by what a greedy one costs (in stream seconds: a replay at speed 0 has
             # no real time to share).  A forced beam-search decode costs more; letting it set the spacing
