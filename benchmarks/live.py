@@ -5,7 +5,8 @@ Eval clips are joined with 1 s pauses into one stream of --minutes minutes and r
 file source in real time (computation included). For every committed word: when it ended in the
 stream, when it was first shown (in an interim hypothesis or committed) and when it was committed.
 Reported overall and per minute, with RSS sampled each minute, and live WER against the offline
-pipeline's WER on the same stream.
+pipeline's WER on the same stream.  Every decode the transcriber makes is logged too (greedy
+interim, forced, chunk end), with each minute's interim spacing and share of time spent decoding.
 
     python benchmarks/live.py --manifest ../shared/eval/manifest.jsonl --minutes 5
 """
@@ -24,6 +25,7 @@ import threading
 import time
 import wave
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -35,6 +37,44 @@ from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from whispersg.live.sources import FileSource  # noqa: E402
 from whispersg.live.transcriber import LiveSettings, LiveTranscriber  # noqa: E402
 from whispersg.metrics import corpus_wer  # noqa: E402
+
+
+class DecodeLog:
+    """The pipeline as the live transcriber sees it, recording every decode: when it began
+    (``time.monotonic``), how long it took, how much audio it read and what it was for."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.decodes: list[tuple[float, float, float, str]] = []  # began, seconds, audio seconds, kind
+
+    def __getattr__(self, name: str):
+        return getattr(self.pipeline, name)
+
+    def transcribe(self, audio, **options):
+        began = time.monotonic()
+        result = self.pipeline.transcribe(audio, **options)
+        # Interims ask for word times; greedy ones for beam size 1, forced ones for the default beam.
+        kind = "chunk" if "align" not in options else ("interim" if options.get("beam_size") == 1 else "forced")
+        self.decodes.append((began, time.monotonic() - began, len(audio) / SAMPLE_RATE, kind))
+        return result
+
+    def summary(self, started_at: Optional[float], speed: float, minutes: int) -> dict:
+        """Per kind: count, median seconds and audio seconds; per minute of session time (real-time
+        replays only): interims, their median spacing and the share of the minute spent decoding."""
+        by_kind = {kind: {"decodes": len(rows), "median_s": statistics.median(r[1] for r in rows),
+                          "median_audio_s": statistics.median(r[2] for r in rows)}
+                   for kind in ("interim", "forced", "chunk")
+                   for rows in [[r for r in self.decodes if r[3] == kind]] if rows}
+        per_minute = {}
+        if started_at is not None and speed:
+            for minute in range(minutes):
+                rows = [r for r in self.decodes if minute * 60 <= (r[0] - started_at) * speed < (minute + 1) * 60]
+                interims = [r[0] for r in rows if r[3] == "interim"]
+                spacing = [b - a for a, b in zip(interims, interims[1:])]
+                per_minute[minute] = {"interims": len(interims),
+                                      "interim_spacing_median_s": statistics.median(spacing) if spacing else None,
+                                      "busy_fraction": sum(r[1] for r in rows) / 60}
+        return {"by_kind": by_kind, "per_minute": per_minute}
 
 
 def build_stream(manifest: Path, minutes: float, pause: float = 1.0) -> tuple[np.ndarray, str, float]:
@@ -144,19 +184,22 @@ def main() -> None:
                                 silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay,
                                 context_chars=args.context_chars)
         source = FileSource(path, speed=0, lockstep=True) if args.lockstep else FileSource(path, speed=args.speed)
-        transcriber = LiveTranscriber(pipeline, source, settings)
+        decode_log = DecodeLog(pipeline)
+        transcriber = LiveTranscriber(decode_log, source, settings)
         transcript = transcriber.run()
         stop.set()
     timings = transcriber.state.timings
     shown = [t.shown - t.end for t in timings]
     committed = [t.committed - t.end for t in timings]
     per_minute = {}
-    for minute in range(int(np.ceil(len(stream) / SAMPLE_RATE / 60))):
+    stream_minutes = int(np.ceil(len(stream) / SAMPLE_RATE / 60))
+    for minute in range(stream_minutes):
         values = [t.committed - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60]
         if values:
             per_minute[minute] = {"committed_median": statistics.median(values), "words": len(values),
                                   "shown_median": statistics.median([t.shown - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60])}
     overall = statistics.median(committed) if committed else float("nan")
+    decodes = decode_log.summary(None if args.lockstep else source.started_at, args.speed, stream_minutes)
     results = {
         "date": dt.date.today().isoformat(), "machine": platform.node(), "minutes": len(stream) / SAMPLE_RATE / 60,
         "model": pipeline.model_name, "threads": args.threads, "words": len(timings), "speed": args.speed,
@@ -176,6 +219,7 @@ def main() -> None:
         "rss_mb": memory, "dropped_seconds": transcriber.state.dropped_seconds,
         # word, end, shown, committed (stream / session seconds), how it was committed
         "word_timings": [[t.word, round(t.end, 3), round(t.shown, 3), round(t.committed, 3), t.how] for t in timings],
+        "decodes": decodes,
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
     }
     minute_medians = ", ".join(f"{value['committed_median']:.2f}" for value in per_minute.values())
@@ -201,7 +245,16 @@ def main() -> None:
         f"| RSS first / last sample | {memory[0][1]:.0f} MB / {memory[-1][1]:.0f} MB |" if memory else "| RSS | n/a |",
         f"| audio dropped | {results['dropped_seconds']:.1f} s |",
         f"| cuts | {results['cuts']} |",
+        "| decodes: count, median seconds, median audio seconds | " + "; ".join(
+            f"{kind} {value['decodes']}, {value['median_s']:.2f} s, {value['median_audio_s']:.1f} s"
+            for kind, value in decodes["by_kind"].items()) + " |",
     ]
+    if decodes["per_minute"]:
+        spacing = ", ".join("–" if v["interim_spacing_median_s"] is None else f"{v['interim_spacing_median_s']:.2f}"
+                            for v in decodes["per_minute"].values())
+        busy = ", ".join(f"{v['busy_fraction'] * 100:.0f}" for v in decodes["per_minute"].values())
+        lines += [f"| per-minute interim spacing medians (session time) | {spacing} s |",
+                  f"| per-minute share of time spent decoding | {busy} % |"]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
