@@ -32,7 +32,7 @@ NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "ch
 
 def build_parser() -> argparse.ArgumentParser:
     from whispersg.live.display import SESSION_FORMATS
-    from whispersg.live.transcriber import LiveSettings
+    from whispersg.live.transcriber import FORCE_RIGHT_CONTEXT, LiveSettings
 
     defaults = LiveSettings()
     parser = argparse.ArgumentParser(
@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
                       help="commit words at most about this long after they end (plus computing time), even ones "
                            "the model is unsure of; 0 lets unsure words wait for the end of their chunk (slower, and "
-                           "the latency swings more with the speech); below 1 it acts as 1, as such a word needs 1 s "
-                           "of audio after it (default %(default)s)")
+                           f"the latency swings more with the speech); below {FORCE_RIGHT_CONTEXT:g} it acts as "
+                           f"{FORCE_RIGHT_CONTEXT:g}, as such a word needs {FORCE_RIGHT_CONTEXT:g} s of audio after it "
+                           "(default %(default)s)")
     live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
                       help="prompt every decode with the last N characters of committed text, as Whisper conditions "
                            "on previous text; 0 decodes each chunk alone (default %(default)s)")

@@ -35,8 +35,8 @@ INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses, at the leas
 INTERIM_DUTY = 2.0
 BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
 # Words settled by force need this much audio after them, whatever the max_commit_delay (a shorter
-# delay waits for it).  It was half the delay: at 2 s that is this 1.0 s (live WER 1.01x, 1.04x and
-# 1.09x offline in three 30-min runs in real time); a 1.5 s delay left 0.75 s and measured 1.08x.
+# delay waits for it).  It was half the delay: at 2 s that is this 1.0 s (live WER 1.01x, 1.04x,
+# 1.09x and 1.05x offline in four 30-min runs in real time); a 1.5 s delay left 0.75 s and measured 1.08x.
 # 1.5 s with 1.0 s measured 1.06x: a delay that close to the context forces more beam-search
 # decodes, which thin out the interims (words shown 1.05 s after they end against 0.67-0.82 s).
 FORCE_RIGHT_CONTEXT = 1.0
@@ -60,10 +60,10 @@ class LiveSettings:
     # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
     # eval stream in real time, 200-character prompt: 4 s committed 2.14 s / 4.72 s (median / p95),
     # per-minute medians within 45% of the overall one, live WER 1.01x offline; 3 s 2.38 s / 4.26 s,
-    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), three runs: 1.77 s
-    # / 3.13 s, 14%, 1.01x; 1.89 s / 3.27 s, 24%, 1.04x; 1.69 s / 3.03 s, 27%, 1.09x (the slow minute is
-    # the same dense read speech in every run).  Lockstep over the 14.1-min clip list: WER
-    # 0.99x at 4, 3 and 2 s alike.
+    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), four runs: 1.77 s
+    # / 3.13 s, 14%, 1.01x; 1.89 s / 3.27 s, 24%, 1.04x; 1.69 s / 3.03 s, 27%, 1.09x; 1.72 s / 3.07 s,
+    # 24%, 1.05x (the slow minute is the same dense read speech in every run).  Lockstep over the
+    # 14.1-min clip list: WER 0.99x at 4, 3 and 2 s alike.
     max_commit_delay: Optional[float] = 2.0
     # The last this-many characters of committed text are Whisper's prompt for every decode of the
     # open chunk (0: none), as openai-whisper conditions on previous text: a 4 s chunk alone gives
