@@ -16,7 +16,8 @@ import pytest
 from whispersg.audio import SAMPLE_RATE, load_audio
 from whispersg.live.segmenter import ChunkSegmenter
 from whispersg.live.sources import FileSource, StdinSource
-from whispersg.live.transcriber import FORCE_RIGHT_CONTEXT, LiveSettings, LiveTranscriber
+from whispersg.live.transcriber import (DENSE_SHORTENING, DENSE_WINDOW, FORCE_RIGHT_CONTEXT, LiveSettings,
+                                        LiveTranscriber, WordTiming, commit_delay)
 from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_WAV, REPO, demo_reference
@@ -127,6 +128,26 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     assert late(bounded_waits) <= 0.10, sorted(bounded_waits)
     assert late(unbounded_waits) > late(bounded_waits) + 0.05, (sorted(unbounded_waits), sorted(bounded_waits))
     assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
+
+
+def test_dense_speech_forces_words_sooner():
+    """Where a third or more of the recently committed words had to be forced, the next ones are
+    forced DENSE_SHORTENING sooner; older commits and a delay near the right context do not count."""
+    def committed(hows: str, until: float) -> list[WordTiming]:
+        # One word a second up to `until`: a = agreed, f = forced, c = chunk.
+        kinds = {"a": "agreed", "f": "forced", "c": "chunk"}
+        start = until - len(hows) + 1
+        return [WordTiming("w", start + i - 1.5, start + i - 1.0, start + i, kinds[h]) for i, h in enumerate(hows)]
+
+    now = 100.0
+    assert commit_delay(2.0, [], now) == 2.0
+    assert commit_delay(None, committed("ffff", now), now) is None
+    assert commit_delay(2.0, committed("aafcaacfa", now), now) == 2.0  # 2 of 9 forced
+    assert commit_delay(2.0, committed("afcfaf", now), now) == 2.0 - DENSE_SHORTENING  # 3 of 6
+    # Forced words committed before the window do not make the speech dense now.
+    old_then_easy = committed("ffffffff", now - DENSE_WINDOW - 1) + committed("aac", now)
+    assert commit_delay(2.0, old_then_easy, now) == 2.0
+    assert commit_delay(FORCE_RIGHT_CONTEXT + 0.1, committed("ff", now), now) == FORCE_RIGHT_CONTEXT
 
 
 def test_decodes_are_prompted_with_the_committed_text_before_the_chunk(pipeline):

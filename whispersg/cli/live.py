@@ -32,7 +32,7 @@ NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "ch
 
 def build_parser() -> argparse.ArgumentParser:
     from whispersg.live.display import SESSION_FORMATS
-    from whispersg.live.transcriber import FORCE_RIGHT_CONTEXT, LiveSettings
+    from whispersg.live.transcriber import DENSE_SHORTENING, FORCE_RIGHT_CONTEXT, LiveSettings
 
     defaults = LiveSettings()
     parser = argparse.ArgumentParser(
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speech probability threshold of the streaming VAD (default %(default)s)")
     live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
                       help="commit words at most about this long after they end (plus computing time), even ones "
-                           "the model is unsure of; 0 lets unsure words wait for the end of their chunk (slower, and "
+                           f"the model is unsure of, and {DENSE_SHORTENING:g} s sooner in fast, unbroken speech (where "
+                           "a third of the recent words needed it); 0 lets unsure words wait for the end of their chunk (slower, and "
                            f"the latency swings more with the speech); below {FORCE_RIGHT_CONTEXT:g} it acts as "
                            f"{FORCE_RIGHT_CONTEXT:g}, as such a word needs {FORCE_RIGHT_CONTEXT:g} s of audio after it "
                            "(default %(default)s)")

@@ -40,6 +40,12 @@ BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are ski
 # 1.5 s with 1.0 s measured 1.06x: a delay that close to the context forces more beam-search
 # decodes, which thin out the interims (words shown 1.05 s after they end against 0.67-0.82 s).
 FORCE_RIGHT_CONTEXT = 1.0
+# Dense speech: where a third or more of the words committed in the last DENSE_WINDOW seconds had
+# to be forced (fast, unbroken talk gives few confident agreements), words are forced
+# DENSE_SHORTENING seconds sooner, so that stretches of it are not committed later than the rest.
+DENSE_WINDOW = 30.0
+DENSE_FORCED_SHARE = 1 / 3
+DENSE_SHORTENING = 0.5
 MIN_COMMIT_SECONDS = 0.3
 
 
@@ -104,6 +110,22 @@ class WordTiming:
     def early(self) -> bool:
         """Committed before its chunk ended."""
         return self.how != "chunk"
+
+
+def commit_delay(max_commit_delay: Optional[float], timings: list[WordTiming], now: float) -> Optional[float]:
+    """How old the oldest unsure word may get before it is forced: ``max_commit_delay``, shortened
+    by DENSE_SHORTENING (not below FORCE_RIGHT_CONTEXT) while a third or more of the words committed
+    in the last DENSE_WINDOW seconds (session time, ``timings`` in commit order) were forced."""
+    if max_commit_delay is None:
+        return None
+    recent = []
+    for timing in reversed(timings):
+        if timing.committed < now - DENSE_WINDOW:
+            break
+        recent.append(timing.how)
+    if recent and recent.count("forced") >= DENSE_FORCED_SHARE * len(recent):
+        return max(FORCE_RIGHT_CONTEXT, max_commit_delay - DENSE_SHORTENING)
+    return max_commit_delay
 
 
 @dataclass
@@ -197,7 +219,7 @@ class LiveTranscriber:
         offset = self.segmenter.offset / SAMPLE_RATE
         audio_end = offset + self.segmenter.duration
         oldest = self.agreement.oldest_unsettled_end
-        delay = self.settings.max_commit_delay
+        delay = commit_delay(self.settings.max_commit_delay, self.state.timings, self._now())
         force = delay is not None and oldest is not None and audio_end - oldest >= max(delay, FORCE_RIGHT_CONTEXT)
         # Greedy decoding unless forcing: interim text only has to be quick.
         greedy = {} if force else {"beam_size": 1}
