@@ -194,10 +194,11 @@ def main() -> None:
     per_minute = {}
     stream_minutes = int(np.ceil(len(stream) / SAMPLE_RATE / 60))
     for minute in range(stream_minutes):
-        values = [t.committed - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60]
-        if values:
-            per_minute[minute] = {"committed_median": statistics.median(values), "words": len(values),
-                                  "shown_median": statistics.median([t.shown - t.end for t in timings if minute * 60 <= t.end < (minute + 1) * 60])}
+        in_minute = [t for t in timings if minute * 60 <= t.end < (minute + 1) * 60]
+        if in_minute:
+            per_minute[minute] = {"committed_median": statistics.median(t.committed - t.end for t in in_minute),
+                                  "words": len(in_minute),
+                                  "shown_median": statistics.median(t.shown - t.end for t in in_minute)}
     overall = statistics.median(committed) if committed else float("nan")
     decodes = decode_log.summary(None if args.lockstep else source.started_at, args.speed, stream_minutes)
     results = {

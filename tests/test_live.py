@@ -148,6 +148,7 @@ def test_dense_speech_forces_words_sooner():
     old_then_easy = committed("ffffffff", now - DENSE_WINDOW - 1) + committed("aac", now)
     assert commit_delay(2.0, old_then_easy, now) == 2.0
     assert commit_delay(FORCE_RIGHT_CONTEXT + 0.1, committed("ff", now), now) == FORCE_RIGHT_CONTEXT
+    assert commit_delay(FORCE_RIGHT_CONTEXT / 2, [], now) == FORCE_RIGHT_CONTEXT  # a forced word needs that audio
 
 
 def test_decodes_are_prompted_with_the_committed_text_before_the_chunk(pipeline):

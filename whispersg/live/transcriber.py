@@ -118,8 +118,8 @@ class WordTiming:
 
 def commit_delay(max_commit_delay: Optional[float], timings: list[WordTiming], now: float) -> Optional[float]:
     """How old the oldest unsure word may get before it is forced: ``max_commit_delay``, shortened
-    by DENSE_SHORTENING (not below FORCE_RIGHT_CONTEXT) while a third or more of the words committed
-    in the last DENSE_WINDOW seconds (session time, ``timings`` in commit order) were forced."""
+    by DENSE_SHORTENING while a third or more of the words committed in the last DENSE_WINDOW seconds
+    (session time, ``timings`` in commit order) were forced; never below FORCE_RIGHT_CONTEXT."""
     if max_commit_delay is None:
         return None
     recent = []
@@ -128,8 +128,8 @@ def commit_delay(max_commit_delay: Optional[float], timings: list[WordTiming], n
             break
         recent.append(timing.how)
     if recent and recent.count("forced") >= DENSE_FORCED_SHARE * len(recent):
-        return max(FORCE_RIGHT_CONTEXT, max_commit_delay - DENSE_SHORTENING)
-    return max_commit_delay
+        max_commit_delay -= DENSE_SHORTENING
+    return max(FORCE_RIGHT_CONTEXT, max_commit_delay)
 
 
 @dataclass
@@ -224,7 +224,7 @@ class LiveTranscriber:
         audio_end = offset + self.segmenter.duration
         oldest = self.agreement.oldest_unsettled_end
         delay = commit_delay(self.settings.max_commit_delay, self.state.timings, self._now())
-        force = delay is not None and oldest is not None and audio_end - oldest >= max(delay, FORCE_RIGHT_CONTEXT)
+        force = delay is not None and oldest is not None and audio_end - oldest >= delay
         # Greedy decoding unless forcing: interim text only has to be quick.
         greedy = {} if force else {"beam_size": 1}
         transcript = self.pipeline.transcribe(self.segmenter.audio, align=True, diarize=False, vad_method="none",
