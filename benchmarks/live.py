@@ -45,6 +45,7 @@ class DecodeLog:
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
+        self.transcriber = None  # set once built: it says what each decode is for
         self.decodes: list[tuple[float, float, float, str]] = []  # began, seconds, audio seconds, kind
 
     def __getattr__(self, name: str):
@@ -53,8 +54,7 @@ class DecodeLog:
     def transcribe(self, audio, **options):
         began = time.monotonic()
         result = self.pipeline.transcribe(audio, **options)
-        # Interims ask for word times; greedy ones for beam size 1, forced ones for the default beam.
-        kind = "chunk" if "align" not in options else ("interim" if options.get("beam_size") == 1 else "forced")
+        kind = self.transcriber.decoding if self.transcriber is not None else "interim"
         self.decodes.append((began, time.monotonic() - began, len(audio) / SAMPLE_RATE, kind))
         return result
 
@@ -155,6 +155,8 @@ def main() -> None:
                         help="whispersg_live's --max_commit_delay; 0 = off (default %(default)s)")
     parser.add_argument("--context_chars", type=int, default=LiveSettings.context_chars,
                         help="committed characters given as the prompt of each decode (0: none)")
+    parser.add_argument("--context_seconds", type=float, default=LiveSettings.context_seconds,
+                        help="audio of the last committed chunks each decode hears with the open chunk (0: none)")
     parser.add_argument("--lockstep", action="store_true",
                         help="replay in lockstep (every interim runs; latencies in stream time, computing time "
                              "left out): repeatable WER and algorithmic latency on any machine")
@@ -182,10 +184,11 @@ def main() -> None:
         threading.Thread(target=sample_memory, daemon=True).start()
         settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
                                 silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay,
-                                context_chars=args.context_chars)
+                                context_chars=args.context_chars, context_seconds=args.context_seconds)
         source = FileSource(path, speed=0, lockstep=True) if args.lockstep else FileSource(path, speed=args.speed)
         decode_log = DecodeLog(pipeline)
         transcriber = LiveTranscriber(decode_log, source, settings)
+        decode_log.transcriber = transcriber
         transcript = transcriber.run()
         stop.set()
     timings = transcriber.state.timings
@@ -206,7 +209,7 @@ def main() -> None:
         "model": pipeline.model_name, "threads": args.threads, "words": len(timings), "speed": args.speed,
         "soft_chunk_limit": args.soft_chunk_limit, "hard_chunk_limit": args.hard_chunk_limit,
         "silence_duration": args.silence_duration, "max_commit_delay": args.max_commit_delay, "lockstep": args.lockstep,
-        "context_chars": args.context_chars,
+        "context_chars": args.context_chars, "context_seconds": args.context_seconds,
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
         "committed_early_fraction": sum(t.early for t in timings) / len(timings) if timings else 0.0,
@@ -230,7 +233,7 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Live benchmark · {results['minutes']:.1f} min stream · {results['model']} · {args.threads} threads · {results['date']}"
-        f" · max_commit_delay {args.max_commit_delay or 'off'} · context {args.context_chars} chars" + (" · lockstep (stream time)" if args.lockstep else ""),
+        f" · max_commit_delay {args.max_commit_delay or 'off'} · context {args.context_chars} chars, {args.context_seconds:g} s of audio" + (" · lockstep (stream time)" if args.lockstep else ""),
         "",
         "| metric | value |", "|---|---|",
         f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",

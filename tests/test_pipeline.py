@@ -187,3 +187,76 @@ def test_pyannote_vad_method(pipeline):
     transcript = pipeline.transcribe(DEMO_WAV, vad_method="pyannote")
     assert corpus_wer([demo_reference()], [transcript.text]) <= DEMO_WER_BOUND
     assert transcript.words[0].start > 5.5
+
+
+def _joined(eval_items, ids: list[str], pause: float = 1.0) -> tuple[np.ndarray, str]:
+    """Eval clips joined with pauses, as one recording, and their reference."""
+    rows = {item["id"]: item for item in eval_items}
+    silence = np.zeros(int(pause * 16000), dtype=np.float32)
+    audio = np.concatenate([piece for i in ids for piece in (load_audio(rows[i]["path"]), silence)])
+    return audio, " ".join(rows[i]["text"] for i in ids)
+
+
+# Five FLEURS readers then a LibriSpeech one, joined with 1 s pauses (57 s): one 30 s window ends its
+# transcript after the first reader and another jumps over a whole clip ("many people don't think
+# about them as dinosaurs..."), WER 0.24.  Decoding the skipped speech again on its own: 0.136.
+SKIPPED_SPEECH_WER_BOUND = 0.18
+
+
+def test_speech_a_window_skipped_is_decoded_again(pipeline, eval_items):
+    ids = ["fleurs_en_000", "fleurs_en_001", "fleurs_en_002", "fleurs_en_003", "fleurs_en_004",
+           "libri_1089-134686-0000"]
+    audio, reference = _joined(eval_items, ids)
+    transcript = pipeline.transcribe(audio)
+    wer = corpus_wer([reference], [transcript.text])
+    assert "dinosaurs" in transcript.text and wer <= SKIPPED_SPEECH_WER_BOUND, (wer, transcript.text)
+    starts = [w.start for s in transcript.segments for w in s.words]
+    assert starts == sorted(starts)
+
+
+def test_skipped_stretches_are_regions_without_their_words():
+    from whispersg.asr import Chunk, replace_stretch, skipped_stretches
+    from whispersg.types import Segment, Word
+    from whispersg.vad import SpeechRegion
+
+    regions = [SpeechRegion(0.0, 3.0), SpeechRegion(4.0, 8.0), SpeechRegion(9.0, 9.5), SpeechRegion(10.0, 14.0)]
+    chunk = Chunk(0.0, 15.0, regions)
+    # Words in the first region; one word stretched over the second (0.25 words/s); none in the last.
+    words = [Word("one", 0.2, 0.6), Word("two", 0.8, 1.4), Word("three", 1.5, 2.5), Word("four", 4.0, 8.5)]
+    segment = Segment(0.0, 15.0, "one two three four", words=words)
+    stretches = skipped_stretches(chunk, segment)
+    # The 0.5 s region is too short to count, so the two long ones are separate stretches.
+    assert [(s.start, s.end) for s in stretches] == [(3.8, 8.2), (9.8, 14.2)]
+    assert skipped_stretches(Chunk(4.0, 8.0, [regions[1]]), segment) == []  # all of it: the same window again
+    assert skipped_stretches(chunk, None) == [] and skipped_stretches(chunk, Segment(0, 15, "x")) == []
+
+    found = [Word("five", 4.1, 4.5), Word("six", 4.6, 5.0), Word("seven", 5.2, 7.9)]
+    merged = replace_stretch(segment, stretches[0], found)
+    assert [w.word for w in merged.words] == ["one", "two", "three", "five", "six", "seven", "four"]
+    assert merged.words[-1].start == stretches[0].end and merged.text == "one two three five six seven four"
+    own = Segment(4.2, 5.0, "four", words=[Word("four", 4.2, 5.0)])
+    assert replace_stretch(own, stretches[0], found[:1]) is own  # no more words than it had there: kept
+
+
+# The demo call from 12.4 s: "This is Diane in New Jersey. And I'm Sheila in Texas, originally
+# from Chicago." (to 17.8 s) is given as the prefix; the rest is to be transcribed.
+PREFIX_START, PREFIX_END, PREFIX_STOP = 12.4, 17.78, 24.0
+PREFIX_WER_BOUND = 0.1  # measured 0.0 (plain, the prefix transcribed again too: 0.71)
+
+
+def test_prefix_is_heard_but_not_transcribed_again(pipeline):
+    rows = read_stm(DEMO_STM)
+    prefix = " ".join(text for start, end, _, text in rows if PREFIX_START <= start and end <= PREFIX_END)
+    rest = " ".join(text for start, end, _, text in rows if PREFIX_END <= start and end <= PREFIX_STOP)
+    audio = load_audio(DEMO_WAV)[int(PREFIX_START * 16000): int(PREFIX_STOP * 16000)]
+    plain = pipeline.transcribe(audio, vad_method="none")
+    assert "texas" in plain.text.lower()
+    continued = pipeline.transcribe(audio, vad_method="none", prefix=prefix)
+    wer = corpus_wer([rest], [continued.text])
+    assert "texas" not in continued.text.lower() and wer <= PREFIX_WER_BOUND, (wer, continued.text)
+    words = [w for s in continued.segments for w in s.words]
+    assert words and all(w.start >= PREFIX_END - PREFIX_START - 0.5 for w in words)
+    assert " ".join(w.word for w in words).split() == continued.text.split()
+    # A prompt that fills Whisper's budget on its own gives way to the prefix, oldest words first.
+    crowded = pipeline.transcribe(audio, vad_method="none", prefix=prefix, initial_prompt="Singapore " * 230)
+    assert "texas" not in crowded.text.lower() and "chicago" in crowded.text.lower()

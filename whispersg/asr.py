@@ -112,10 +112,19 @@ class WhisperDecoder:
         segments: list[Segment] = []
         previous_text_tokens: list[int] = []
         batch_size = 1 if options.condition_on_previous_text else options.batch_size or self.default_batch_size
-        for first in range(0, len(chunks), batch_size):
-            batch = chunks[first : first + batch_size]
+        # A prefix belongs to the first chunk only, which is then decoded on its own.
+        starts = [0, 1] if options.prefix else [0]
+        starts += list(range(starts[-1] + batch_size, len(chunks), batch_size))
+        for first, stop in zip(starts, starts[1:] + [len(chunks)]):
+            batch = chunks[first:stop]
+            if not batch:
+                continue
             prompt_tokens = self._prompt_tokens(tokenizer, options, previous_text_tokens)
-            decoded = self._decode_batch([(audio, chunk) for chunk in batch], tokenizer, prompt_tokens, options)
+            prefix_tokens = tokenizer.encode(" " + options.prefix.strip()) if options.prefix and first == 0 else []
+            items = [(audio, chunk) for chunk in batch]
+            decoded = self._decode_batch(items, tokenizer, prompt_tokens, options, prefix_tokens)
+            if not prefix_tokens:  # the prefix's own audio has no words of its own: it would look skipped
+                decoded = self._recover_skipped(items, decoded, tokenizer, prompt_tokens, options)
             segments_in_batch = [piece for segment in decoded if segment for piece in split_at_sentences(segment)]
             segments.extend(segments_in_batch)
             if options.condition_on_previous_text and segments_in_batch:
@@ -134,7 +143,8 @@ class WhisperDecoder:
         previous-text conditioning); returns each chunk's segments, empty where it held no speech."""
         tokenizer = self._tokenizer(options, language)
         prompt_tokens = self._prompt_tokens(tokenizer, options, [])
-        decoded = self._decode_batch(items, tokenizer, prompt_tokens, options)
+        decoded = self._recover_skipped(items, self._decode_batch(items, tokenizer, prompt_tokens, options),
+                                        tokenizer, prompt_tokens, options)
         return [split_at_sentences(segment) if segment else [] for segment in decoded]
 
     def language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
@@ -197,8 +207,22 @@ class WhisperDecoder:
         return self._suppressed[key]
 
     def _decode_batch(self, items: list[tuple[np.ndarray, Chunk]], tokenizer, prompt: list[int],
-                      options: PipelineOptions) -> list[Optional[Segment]]:
-        """Decode ``(audio, chunk)`` pairs in one batch; per chunk its segment, or None where no speech was heard."""
+                      options: PipelineOptions, prefix: list[int] = ()) -> list[Optional[Segment]]:
+        """Decode ``(audio, chunk)`` pairs in one batch; per chunk its segment, or None where no speech was heard.
+
+        ``prefix`` (tokens) is what every chunk of the batch starts with: decoding continues after
+        it, and neither the text nor the words returned include it.
+        """
+        prefix = list(prefix)
+        budget = self.whisper.max_length // 2 - 1
+        if prefix and len(prompt) + len(prefix) > budget and prompt and prompt[0] == tokenizer.sot_prev:
+            # The previous text gives way to the prefix, oldest tokens first.
+            previous = prompt.index(tokenizer.sot) - 1
+            drop = min(previous, len(prompt) + len(prefix) - budget)
+            prompt = prompt[:1] + prompt[1 + drop:] if drop < previous else prompt[1 + previous:]
+        if prefix and len(prompt) + len(prefix) > budget:
+            raise OptionError(f"the prompt and prefix are too long for Whisper (at most {budget} tokens together); "
+                              "shorten them")
         batch = [chunk for _, chunk in items]
         features = np.stack([self._features(audio, chunk) for audio, chunk in items])
         encoder_output = self.whisper.encode(features)
@@ -217,10 +241,10 @@ class WhisperDecoder:
             if not pending:
                 break
             sub_output = encoder_output if len(pending) == len(batch) else self.whisper.encode(features[pending])
-            results = self._generate(sub_output, prompt, len(pending), temperature, suppress, max_length, options)
+            results = self._generate(sub_output, prompt + prefix, len(pending), temperature, suppress, max_length, options)
             still_failing = []
             for index, result in zip(pending, results):
-                decode = self._score(result, tokenizer, temperature, options)
+                decode = self._score(result, tokenizer, temperature, options, len(prefix))
                 candidates[index].append(decode)
                 if self._is_silence(decode, options) or not self._needs_fallback(decode, options):
                     best[index] = decode
@@ -246,7 +270,7 @@ class WhisperDecoder:
         ]
         word_lists: list[list[Word]] = [[] for _ in kept]
         if options.align and options.align_method == "attention" and kept:
-            word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept)
+            word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept, prefix)
         segments: list[Optional[Segment]] = [None] * len(batch)
         for (chunk, decode, row), words in zip(kept, word_lists):
             segments[row] = Segment(
@@ -260,6 +284,28 @@ class WhisperDecoder:
                 temperature=decode.temperature,
             ).tidy_word_times()
         return segments
+
+    def _recover_skipped(self, items: list[tuple[np.ndarray, Chunk]], decoded: list[Optional[Segment]], tokenizer,
+                         prompt: list[int], options: PipelineOptions) -> list[Optional[Segment]]:
+        """Decode again, on their own, the stretches of speech a chunk's decode skipped.
+
+        Whisper sometimes ends a window's transcript early or jumps over an utterance, most often
+        where the speaker or the recording changes inside the window (on 30 min of eval clips joined
+        with 1 s pauses, three clips, 64 words, vanished that way).  Word times show it: a VAD speech
+        region that got (almost) no words.  Such regions are decoded alone, in one more batch, and
+        their words replace the few the chunk's decode put there when the new decode found more.
+        """
+        stretches = [(row, stretch) for row, ((_, chunk), segment) in enumerate(zip(items, decoded))
+                     for stretch in skipped_stretches(chunk, segment)]
+        if not stretches:
+            return decoded
+        logger.debug("decoding %d skipped stretch(es) of speech again", len(stretches))
+        redecoded = self._decode_batch([(items[row][0], stretch) for row, stretch in stretches], tokenizer, prompt, options)
+        decoded = list(decoded)
+        for (row, stretch), found in zip(stretches, redecoded):
+            if found is not None:
+                decoded[row] = replace_stretch(decoded[row], stretch, found.words)
+        return decoded
 
     def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
         if temperature > 0:
@@ -278,13 +324,15 @@ class WhisperDecoder:
             **sampling,
         )
 
-    def _score(self, result, tokenizer, temperature: float, options: PipelineOptions) -> _Decode:
+    def _score(self, result, tokenizer, temperature: float, options: PipelineOptions, prefix_length: int = 0) -> _Decode:
         from faster_whisper.transcribe import get_compression_ratio
 
         # With several sampled hypotheses, keep the most probable one.
         best_index = int(np.argmax(result.scores)) if len(result.scores) > 1 else 0
-        tokens = [t for t in result.sequences_ids[best_index] if t < tokenizer.eot]
-        cumulative = result.scores[best_index] * (len(tokens) ** options.length_penalty)
+        # CTranslate2 returns the forced prefix at the start of every sequence.
+        tokens = [t for t in result.sequences_ids[best_index][prefix_length:] if t < tokenizer.eot]
+        # The score is normalised by the whole length, prefix included (whose forced tokens add nothing to it).
+        cumulative = result.scores[best_index] * ((prefix_length + len(tokens)) ** options.length_penalty)
         avg_logprob = cumulative / (len(tokens) + 1)
         text = tokenizer.decode(tokens)
         return _Decode(
@@ -308,15 +356,16 @@ class WhisperDecoder:
             return False
         return options.log_prob_threshold is None or decode.avg_logprob < options.log_prob_threshold
 
-    def _word_timestamps(self, encoder_output, batch_rows: int, tokenizer, kept) -> list[list[Word]]:
-        """Cross-attention word timing for the decoded chunks of one batch."""
+    def _word_timestamps(self, encoder_output, batch_rows: int, tokenizer, kept, prefix: list[int] = ()) -> list[list[Word]]:
+        """Cross-attention word timing for the decoded chunks of one batch (the prefix is aligned
+        with them, since the audio starts with it, and left out of the words returned)."""
         from faster_whisper.transcribe import merge_punctuations
 
         # The encoder output covers the whole batch, so every row is aligned and ours are kept.
         text_tokens: list[list[int]] = [[] for _ in range(batch_rows)]
         frames: list[int] = [1] * batch_rows
         for chunk, decode, row in kept:
-            text_tokens[row] = decode.tokens
+            text_tokens[row] = list(prefix) + decode.tokens
             frames[row] = max(1, int(round(chunk.duration * self.whisper.frames_per_second)))
         # ctranslate2 needs every row to have at least one token: rows we do not keep get a dummy.
         dummy_rows = {row for row in range(batch_rows) if not text_tokens[row]}
@@ -325,7 +374,7 @@ class WhisperDecoder:
         alignments = self.whisper.find_alignment(tokenizer, text_tokens, encoder_output, frames)
         out = []
         for chunk, decode, row in kept:
-            alignment = alignments[row]
+            alignment = without_prefix(alignments[row], len(prefix), tokenizer)
             merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
             words = [
                 Word(
@@ -350,6 +399,77 @@ def fits_in_speech(text: str, chunk: Chunk) -> bool:
     """Whether ``text`` could have been said in the chunk's speech (guards against hallucination)."""
     speech = sum(r.duration for r in chunk.regions) or chunk.duration
     return len(text.strip()) <= MAX_CHARS_PER_SECOND * speech + 5
+
+
+def without_prefix(alignment: list[dict], prefix_length: int, tokenizer) -> list[dict]:
+    """The aligned words after the first ``prefix_length`` tokens (a word that straddles the end
+    of the prefix keeps only its own tokens' text)."""
+    if not prefix_length:
+        return alignment
+    out, seen = [], 0
+    for item in alignment:
+        tokens = item["tokens"]
+        if seen + len(tokens) > prefix_length:
+            own = [t for t in tokens[max(0, prefix_length - seen):] if t < tokenizer.eot]
+            if own and seen < prefix_length:
+                item = dict(item, word=tokenizer.decode(own), tokens=own)
+            out.append(item)
+        seen += len(tokens)
+    return out
+
+
+# A speech region with fewer words than this per second was skipped by the decode (people say 2-3 words
+# a second; a lone word stretched over a region is cross-attention timing covering for missing text).
+MIN_WORDS_PER_SECOND = 0.5
+MIN_SKIPPED_SECONDS = 1.0  # shorter regions without words are left alone (a breath, a click, "um")
+SKIPPED_PADDING = 0.2  # s of audio around a skipped stretch, so its edge words are heard whole
+
+
+def skipped_stretches(chunk: Chunk, segment: Optional[Segment]) -> list[Chunk]:
+    """Runs of the chunk's speech regions its decode left (almost) without words, as chunks of their own.
+
+    Only when the decode has word times and found words elsewhere in the chunk: decoding all of
+    the chunk's speech again alone would hear the same window the same way.
+    """
+    if segment is None or not segment.words or any(w.start is None or w.end is None for w in segment.words):
+        return []
+    midpoints = [(w.start + w.end) / 2 for w in segment.words]
+    skipped = [
+        region.duration >= MIN_SKIPPED_SECONDS
+        and sum(region.start <= m <= region.end for m in midpoints) < MIN_WORDS_PER_SECOND * region.duration
+        for region in chunk.regions
+    ]
+    if all(skipped):
+        return []
+    stretches, run = [], []
+    for region, is_skipped in zip(chunk.regions, skipped + [False]):
+        if is_skipped:
+            run.append(region)
+        elif run:
+            stretches.append(run)
+            run = []
+    if run:
+        stretches.append(run)
+    return [Chunk(start=max(chunk.start, run[0].start - SKIPPED_PADDING), end=min(chunk.end, run[-1].end + SKIPPED_PADDING),
+                  regions=run) for run in stretches]
+
+
+def replace_stretch(segment: Segment, stretch: Chunk, words: list[Word]) -> Segment:
+    """``segment`` with ``words`` (decoded from ``stretch`` alone) in place of its own words there,
+    if they are more.  Words reaching into the stretch from outside stay, trimmed to outside it."""
+    inside = {id(w) for w in segment.words if w.start >= stretch.start and w.end <= stretch.end}
+    if len(words) <= len(inside):
+        return segment
+    kept = []
+    for word in segment.words:
+        if id(word) in inside:
+            continue
+        if stretch.start <= word.start < stretch.end:
+            word = Word(word.word, stretch.end, max(word.end, stretch.end), word.score, word.speaker)
+        elif word.start < stretch.start < word.end <= stretch.end:
+            word = Word(word.word, word.start, stretch.start, word.score, word.speaker)
+        kept.append(word)
+    return segment.with_words(sorted(kept + list(words), key=lambda w: w.start))
 
 
 def snap_to_speech(words: list[Word], regions: list[SpeechRegion]) -> list[Word]:

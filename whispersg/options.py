@@ -76,6 +76,9 @@ class PipelineOptions:
     no_speech_threshold: Optional[float] = _opt(0.6, "no-speech probability above which a low-confidence chunk is dropped as silence")
     condition_on_previous_text: bool = _opt(False, "prompt each chunk with the previous chunk's text (can propagate errors)")
     initial_prompt: Optional[str] = _opt(None, "text to prompt the first chunk with (style, spelling of names)")
+    prefix: Optional[str] = _opt(None, "text the audio is known to start with (the live mode's committed text of the "
+                                 "audio it gives as context); the first chunk is decoded as its continuation and the "
+                                 "transcript leaves it out", cli=False)
     hotwords: Optional[str] = _opt(None, "words or phrases to bias decoding towards (names, jargon)")
     vocab: str = _opt("none", "vocabulary to bias decoding towards: sg (the shipped Singapore lexicon), none, "
                       "or a text file with one term per line (most useful first)")

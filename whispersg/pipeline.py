@@ -178,6 +178,8 @@ class WhisperSGPipeline:
             piece, carry = buffer[:cut], buffer[cut:]
             piece_seconds = len(piece) / SAMPLE_RATE
             block_opts = opts if language is None or opts.language else opts.updated(language=language)
+            if offset and block_opts.prefix:
+                block_opts = block_opts.updated(prefix=None)  # the prefix is where the recording starts
             found, detected, _ = self._transcribe_samples(
                 piece, block_opts, _offset_progress(progress, offset, piece_seconds, total), diarize=False
             )
@@ -235,8 +237,9 @@ class WhisperSGPipeline:
         """
         opts = self.options_for(**overrides)
         batch_size = opts.batch_size or self.decoder.default_batch_size
-        if opts.condition_on_previous_text or batch_size <= 1:
-            # Each chunk's prompt is the previous chunk's text: nothing can be batched.
+        if opts.condition_on_previous_text or opts.prefix or batch_size <= 1:
+            # Each chunk's prompt is the previous chunk's text, or each recording's first chunk is
+            # decoded after the prefix: nothing can be batched across recordings.
             for source in sources:
                 yield source, self._attempt(source, opts, progress)
             return

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
                       help="prompt every decode with the last N characters of committed text, as Whisper conditions "
                            "on previous text; 0 decodes each chunk alone (default %(default)s)")
+    live.add_argument("--context_seconds", type=float, default=defaults.context_seconds, metavar="SECONDS",
+                      help="let the decodes that commit words also hear the last committed chunks, with their "
+                           "text as the start of the transcript, as long as they and the open chunk fit in this "
+                           "many seconds: Whisper hears a short chunk better among its neighbours, and each such "
+                           "decode costs more; 0 decodes the open chunk alone (default %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
     out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
@@ -98,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
                             silence_duration=args.silence_duration, vad_threshold=args.vad_threshold,
-                            max_commit_delay=args.max_commit_delay, context_chars=args.context_chars)
+                            max_commit_delay=args.max_commit_delay, context_chars=args.context_chars,
+                            context_seconds=args.context_seconds)
     source = open_source(mic_id, args.input, args.speed)
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():
