@@ -56,7 +56,7 @@ MIN_COMMIT_SECONDS = 0.3
 # The prefix and the prompt share half of Whisper's 448-token budget: 600 characters (about 130
 # tokens) hold 30 s of fast speech and leave room for the prompt.
 MAX_PREFIX_CHARS = 600
-# Interims and forced decodes are greedy; a chunk's final decode uses beam search.  With 22 s of
+# Interims and forced decodes that hear context are greedy; a chunk's final decode uses beam search.  With 22 s of
 # audio context, beam search costs twice as much (1.7 s against 0.9 s a decode) and bought nothing
 # over the first 8 min of the stream replayed in lockstep (live WER 0.0766 with beam search for every
 # committing decode, 0.0774 greedy), but on the demo call greedy chunk ends gave 0.17-0.23 against
@@ -280,7 +280,10 @@ class LiveTranscriber:
         # live WER 0.077 with interims alone, 0.082 with 8 s of context for them).
         audio, context_seconds, context = self._with_context(self.segmenter.audio,
                                                              self.settings.context_seconds if force else 0.0)
-        transcript = self.pipeline.transcribe(audio, align=True, diarize=False, vad_method="none", **GREEDY, **context)
+        # A forced decode with no context to hear (the session's first chunks) is as cheap with beam
+        # search as before the context existed, and more accurate there (the demo call's opening).
+        search = {} if force and not context_seconds else GREEDY
+        transcript = self.pipeline.transcribe(audio, align=True, diarize=False, vad_method="none", **search, **context)
         hypothesis = [word for segment in _placed(transcript.segments, offset, context_seconds) for word in segment.words]
         now = self._now()
         self._interim_history.append((now, word_keys(transcript.text)))
