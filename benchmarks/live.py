@@ -225,6 +225,9 @@ def main() -> None:
         "word_timings": [[t.word, round(t.end, 3), round(t.shown, 3), round(t.committed, 3), t.how] for t in timings],
         "decodes": decodes,
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
+        # every decode: began (session seconds; monotonic clock in lockstep), seconds, audio seconds, kind
+        "decode_log": [[round(began - (0.0 if args.lockstep else source.started_at), 3), round(seconds, 3),
+                        round(audio, 2), kind] for began, seconds, audio, kind in decode_log.decodes],
     }
     minute_medians = ", ".join(f"{value['committed_median']:.2f}" for value in per_minute.values())
     out = Path(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from whispersg.audio import SAMPLE_RATE, load_audio
 from whispersg.live.segmenter import ChunkSegmenter
 from whispersg.live.sources import FileSource, StdinSource
 from whispersg.live.transcriber import (DENSE_SHORTENING, DENSE_WINDOW, FORCE_RIGHT_CONTEXT, LiveSettings,
-                                        LiveTranscriber, WordTiming, commit_delay)
+                                        TOKEN_SLACK, TOKENS_PER_SECOND, LiveTranscriber, WordTiming, commit_delay)
 from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_WAV, REPO, demo_reference
@@ -157,14 +158,16 @@ def test_decodes_hear_the_last_committed_chunks_and_are_prompted_with_the_text_b
     context_seconds) with their text as the prefix, and is prompted with the user's prompt, then the
     last context_chars characters committed before those chunks, cut at a word boundary."""
     decodes: list[tuple[str, str, str, float]] = []  # (committed text, prompt, prefix, seconds heard)
+    token_caps: list[tuple[int, float]] = []  # (max_new_tokens, seconds heard)
 
     class RecordingPipeline:
-        options = pipeline.options_for(initial_prompt="Singapore call.")
+        options = pipeline.options_for(initial_prompt="Singapore call.", max_new_tokens=60)
 
         def transcribe(self, audio, **keywords):
             committed = " ".join(s.text.strip() for s in transcriber.state.committed)
             decodes.append((committed, keywords.get("initial_prompt", ""), keywords.get("prefix", ""),
                             len(audio) / SAMPLE_RATE))
+            token_caps.append((keywords.get("max_new_tokens"), len(audio) / SAMPLE_RATE))
             return pipeline.transcribe(audio, **keywords)
 
     settings = LiveSettings(context_chars=40, context_seconds=15.0)
@@ -186,6 +189,12 @@ def test_decodes_hear_the_last_committed_chunks_and_are_prompted_with_the_text_b
         assert not before or before.endswith(" ")  # whole words only
         if prefix:
             assert seconds <= settings.context_seconds + 0.01
+    # Every decode may generate only as much as the audio it transcribes could hold (a hallucination
+    # loop on near-silence once ran every fallback temperature to 448 tokens), and no more than the
+    # user's own cap.
+    assert all(cap is not None and cap <= min(60, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds))
+               for cap, seconds in token_caps), token_caps
+    assert any(cap == 60 for cap, _ in token_caps) and any(cap < 60 for cap, _ in token_caps)
 
 
 def test_stdin_source_reads_pcm(pipeline):

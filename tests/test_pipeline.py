@@ -260,3 +260,21 @@ def test_prefix_is_heard_but_not_transcribed_again(pipeline):
     # A prompt that fills Whisper's budget on its own gives way to the prefix, oldest words first.
     crowded = pipeline.transcribe(audio, vad_method="none", prefix=prefix, initial_prompt="Singapore " * 230)
     assert "texas" not in crowded.text.lower() and "chicago" in crowded.text.lower()
+
+
+def test_max_new_tokens_caps_what_each_chunk_generates(pipeline):
+    """CTranslate2 stops a sequence at half its max_length (the prefix counts): the cap must still
+    mean tokens generated after the prefix (it gave half of them before)."""
+    rows = read_stm(DEMO_STM)
+    prefix = " ".join(text for start, end, _, text in rows if PREFIX_START <= start and end <= PREFIX_END)
+    audio = load_audio(DEMO_WAV)[int(PREFIX_START * 16000): int(PREFIX_STOP * 16000)]
+    tokenizer = pipeline.whisper.hf_tokenizer
+
+    def generated(**options) -> int:
+        text = pipeline.transcribe(audio, vad_method="none", align=False, **options).text
+        return len(tokenizer.encode(" " + text, add_special_tokens=False).ids)
+
+    uncapped = generated()
+    assert uncapped > 20
+    assert generated(max_new_tokens=12) == 12
+    assert generated(max_new_tokens=12, prefix=prefix) == 12

@@ -229,7 +229,11 @@ class WhisperDecoder:
         suppress = self._suppress_tokens(tokenizer, options)
         max_length = self.whisper.max_length
         if options.max_new_tokens:
-            max_length = min(max_length, len(prompt) + options.max_new_tokens)
+            # CTranslate2 stops a sequence (the prefix, then what it generates) at min(max_length / 2,
+            # max_length - prompt length) tokens: N new tokens need max_length = max(2 (prefix + N),
+            # prompt + prefix + N).
+            wanted = len(prefix) + options.max_new_tokens
+            max_length = min(max_length, max(2 * wanted, len(prompt) + wanted))
         if len(prompt) >= max_length:
             raise OptionError("the prompt (initial_prompt + hotwords) is too long for Whisper; shorten it")
 
@@ -246,7 +250,7 @@ class WhisperDecoder:
             for index, result in zip(pending, results):
                 decode = self._score(result, tokenizer, temperature, options, len(prefix))
                 candidates[index].append(decode)
-                if self._is_silence(decode, options) or not self._needs_fallback(decode, options):
+                if self._is_silence(decode, options) or not fails_thresholds(decode, options):
                     best[index] = decode
                 else:
                     still_failing.append(index)
@@ -345,12 +349,6 @@ class WhisperDecoder:
         )
 
     @staticmethod
-    def _needs_fallback(decode: _Decode, options: PipelineOptions) -> bool:
-        if options.compression_ratio_threshold is not None and decode.compression_ratio > options.compression_ratio_threshold:
-            return True
-        return options.log_prob_threshold is not None and decode.avg_logprob < options.log_prob_threshold
-
-    @staticmethod
     def _is_silence(decode: _Decode, options: PipelineOptions) -> bool:
         if options.no_speech_threshold is None or decode.no_speech_prob <= options.no_speech_threshold:
             return False
@@ -423,6 +421,15 @@ def without_prefix(alignment: list[dict], prefix_length: int, tokenizer) -> list
 MIN_WORDS_PER_SECOND = 0.5
 MIN_SKIPPED_SECONDS = 1.0  # shorter regions without words are left alone (a breath, a click, "um")
 SKIPPED_PADDING = 0.2  # s of audio around a skipped stretch, so its edge words are heard whole
+
+
+def fails_thresholds(decode, options: PipelineOptions) -> bool:
+    """Whether a decode (or the segment made of it) is repetitive or unsure enough that Whisper would
+    decode again at a higher temperature: its compression ratio or average log probability is past
+    the options' thresholds."""
+    if options.compression_ratio_threshold is not None and decode.compression_ratio > options.compression_ratio_threshold:
+        return True
+    return options.log_prob_threshold is not None and decode.avg_logprob < options.log_prob_threshold
 
 
 def skipped_stretches(chunk: Chunk, segment: Optional[Segment]) -> list[Chunk]:

@@ -9,13 +9,15 @@ those on which two successive interim hypotheses agree are settled at once
 and decoded once more (or, with ``max_commit_delay``, from a decode made for them
 once they have waited that long).  Those committing decodes also hear the audio of
 the last committed chunks, with their text as the forced start of the transcript,
-so a short chunk is heard among its neighbours.  Committed text is never rewritten;
+so a short chunk is heard among its neighbours.  Every decode's output is capped by the audio it
+transcribes, so a hallucination loop cannot hold the loop up.  Committed text is never rewritten;
 every finished chunk is appended and flushed to the session files at once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from whispersg.asr import fails_thresholds
 from whispersg.audio import SAMPLE_RATE
 from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
@@ -62,6 +65,13 @@ MAX_PREFIX_CHARS = 600
 # committing decode, 0.0774 greedy), but on the demo call greedy chunk ends gave 0.17-0.23 against
 # 0.14-0.15; chunk ends come once a cut, forced decodes up to every interim.
 GREEDY = {"beam_size": 1}
+# A decode generates at most TOKEN_SLACK + TOKENS_PER_SECOND tokens a second of the audio it
+# transcribes (context left out).  The densest stretches of the eval clips hold 10 tokens in 1 s, 15 in
+# 2 s and 31 in 5 s, well inside it.  Uncapped, a hallucination loop on a near-silent interim ran to
+# Whisper's 448 tokens at every fallback temperature: one 0.4 s interim took 10 s and held back the
+# commits behind it for 13 s (twice in a 30-min real-time run: its two slowest minutes).
+TOKENS_PER_SECOND = 8
+TOKEN_SLACK = 12
 HISTORY_CHUNKS = 64  # committed chunks remembered (their text, for the prompt; audio only while it may be context)
 
 
@@ -283,10 +293,21 @@ class LiveTranscriber:
         # A forced decode with no context to hear (the session's first chunks) is as cheap with beam
         # search as before the context existed, and more accurate there (the demo call's opening).
         search = {} if force and not context_seconds else GREEDY
-        transcript = self.pipeline.transcribe(audio, align=True, diarize=False, vad_method="none", **search, **context)
-        hypothesis = [word for segment in _placed(transcript.segments, offset, context_seconds) for word in segment.words]
+        if not force:
+            search = {**search, "temperature_increment_on_fallback": 0}
+        transcript = self.pipeline.transcribe(audio, align=True, diarize=False, vad_method="none",
+                                              max_new_tokens=self._token_cap(self.segmenter.duration), **search, **context)
+        segments = transcript.segments
+        if not force:
+            # An interim Whisper is unsure of (or that repeats itself) is not decoded again at rising
+            # temperatures, as committing decodes are: it only previews, and the schedule multiplied its
+            # cost by up to six, mostly on the near-silence just after a cut.  It shows and agrees nothing
+            # (lockstep, first 8 min of the benchmark stream: live WER 0.078, 0.077 with the schedule).
+            options = self.pipeline.options
+            segments = [segment for segment in segments if not fails_thresholds(segment, options)]
+        hypothesis = [word for segment in _placed(segments, offset, context_seconds) for word in segment.words]
         now = self._now()
-        self._interim_history.append((now, word_keys(transcript.text)))
+        self._interim_history.append((now, word_keys(" ".join(segment.text for segment in segments))))
         settled_now, unsettled = self.agreement.update(
             hypothesis, settle_until=audio_end - FORCE_RIGHT_CONTEXT if force else None)
         if not force:
@@ -300,6 +321,12 @@ class LiveTranscriber:
         self.state.settled = self.agreement.text
         self.state.interim = " ".join(w.word for w in unsettled)
         self.on_update(self.state)
+
+    def _token_cap(self, seconds: float) -> int:
+        """The most tokens a decode of ``seconds`` of new audio may generate (the user's cap, if lower)."""
+        cap = TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds)
+        user_cap = self.pipeline.options.max_new_tokens
+        return min(cap, user_cap) if user_cap else cap
 
     def _with_context(self, chunk_audio: np.ndarray, context_seconds: float) -> tuple[np.ndarray, float, dict]:
         """What a decode of ``chunk_audio`` (the open chunk, or the part of it being committed) is given:
@@ -364,7 +391,8 @@ class LiveTranscriber:
         if len(audio) >= MIN_COMMIT_SECONDS * SAMPLE_RATE:
             heard, context_seconds, context = self._with_context(audio, self.settings.context_seconds)
             self.decoding = "chunk"
-            found = _placed(self.pipeline.transcribe(heard, vad_method="none", diarize=False, **context).segments,
+            found = _placed(self.pipeline.transcribe(heard, vad_method="none", diarize=False,
+                                                     max_new_tokens=self._token_cap(end - start), **context).segments,
                             start, context_seconds)
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
