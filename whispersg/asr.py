@@ -399,6 +399,15 @@ def fits_in_speech(text: str, chunk: Chunk) -> bool:
     return len(text.strip()) <= MAX_CHARS_PER_SECOND * speech + 5
 
 
+def fails_thresholds(decode, options: PipelineOptions) -> bool:
+    """Whether a decode (or the segment made of it) is repetitive or unsure enough that Whisper would
+    decode again at a higher temperature: its compression ratio or average log probability is past
+    the options' thresholds."""
+    if options.compression_ratio_threshold is not None and decode.compression_ratio > options.compression_ratio_threshold:
+        return True
+    return options.log_prob_threshold is not None and decode.avg_logprob < options.log_prob_threshold
+
+
 def without_prefix(alignment: list[dict], prefix_length: int, tokenizer) -> list[dict]:
     """The aligned words after the first ``prefix_length`` tokens (a word that straddles the end
     of the prefix keeps only its own tokens' text)."""
@@ -421,15 +430,6 @@ def without_prefix(alignment: list[dict], prefix_length: int, tokenizer) -> list
 MIN_WORDS_PER_SECOND = 0.5
 MIN_SKIPPED_SECONDS = 1.0  # shorter regions without words are left alone (a breath, a click, "um")
 SKIPPED_PADDING = 0.2  # s of audio around a skipped stretch, so its edge words are heard whole
-
-
-def fails_thresholds(decode, options: PipelineOptions) -> bool:
-    """Whether a decode (or the segment made of it) is repetitive or unsure enough that Whisper would
-    decode again at a higher temperature: its compression ratio or average log probability is past
-    the options' thresholds."""
-    if options.compression_ratio_threshold is not None and decode.compression_ratio > options.compression_ratio_threshold:
-        return True
-    return options.log_prob_threshold is not None and decode.avg_logprob < options.log_prob_threshold
 
 
 def skipped_stretches(chunk: Chunk, segment: Optional[Segment]) -> list[Chunk]:

@@ -30,6 +30,7 @@ from whispersg.audio import SAMPLE_RATE
 from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
 from whispersg.live.sources import LiveSource
+from whispersg.options import PipelineOptions
 from whispersg.types import Segment, SpeakerTurn, Transcript
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ MAX_PREFIX_CHARS = 600
 # committing decode, 0.0774 greedy), but on the demo call greedy chunk ends gave 0.17-0.23 against
 # 0.14-0.15; chunk ends come once a cut, forced decodes up to every interim.
 GREEDY = {"beam_size": 1}
+INTERIM_SEARCH = {**GREEDY, "temperature_increment_on_fallback": 0}  # see _interim: no fallback schedule
 # A decode generates at most TOKEN_SLACK + TOKENS_PER_SECOND tokens a second of the audio it
 # transcribes (context left out).  The densest stretches of the eval clips hold 10 tokens in 1 s, 15 in
 # 2 s and 31 in 5 s, well inside it.  Uncapped, a hallucination loop on a near-silent interim ran to
@@ -224,8 +226,10 @@ class LiveTranscriber:
         self.cuts: list[Cut] = []
         self._history: list[CommittedChunk] = []  # the last committed chunks, oldest first (bounded)
         self.decoding = ""  # what the decode under way is for: "interim", "forced" or "chunk" (for benchmarks)
-        options = getattr(pipeline, "options", None)
-        self._user_prompt = ((options.initial_prompt or "").strip() if options is not None else "")
+        # Read once: the thresholds and the user's caps do not change during a session (the realtime
+        # server's pipeline builds its options on every access).
+        self._options = getattr(pipeline, "options", None) or PipelineOptions()
+        self._user_prompt = (self._options.initial_prompt or "").strip()
 
     # -- time ------------------------------------------------------------------
     def _now(self) -> float:
@@ -292,9 +296,7 @@ class LiveTranscriber:
                                                              self.settings.context_seconds if force else 0.0)
         # A forced decode with no context to hear (the session's first chunks) is as cheap with beam
         # search as before the context existed, and more accurate there (the demo call's opening).
-        search = {} if force and not context_seconds else GREEDY
-        if not force:
-            search = {**search, "temperature_increment_on_fallback": 0}
+        search = INTERIM_SEARCH if not force else GREEDY if context_seconds else {}
         transcript = self.pipeline.transcribe(audio, align=True, diarize=False, vad_method="none",
                                               max_new_tokens=self._token_cap(self.segmenter.duration), **search, **context)
         segments = transcript.segments
@@ -303,8 +305,7 @@ class LiveTranscriber:
             # temperatures, as committing decodes are: it only previews, and the schedule multiplied its
             # cost by up to six, mostly on the near-silence just after a cut.  It shows and agrees nothing
             # (lockstep, first 8 min of the benchmark stream: live WER 0.078, 0.077 with the schedule).
-            options = self.pipeline.options
-            segments = [segment for segment in segments if not fails_thresholds(segment, options)]
+            segments = [segment for segment in segments if not fails_thresholds(segment, self._options)]
         hypothesis = [word for segment in _placed(segments, offset, context_seconds) for word in segment.words]
         now = self._now()
         self._interim_history.append((now, word_keys(" ".join(segment.text for segment in segments))))
@@ -325,7 +326,7 @@ class LiveTranscriber:
     def _token_cap(self, seconds: float) -> int:
         """The most tokens a decode of ``seconds`` of new audio may generate (the user's cap, if lower)."""
         cap = TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds)
-        user_cap = self.pipeline.options.max_new_tokens
+        user_cap = self._options.max_new_tokens
         return min(cap, user_cap) if user_cap else cap
 
     def _with_context(self, chunk_audio: np.ndarray, context_seconds: float) -> tuple[np.ndarray, float, dict]:
