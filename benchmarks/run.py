@@ -75,7 +75,7 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
                                      vocab="sg" if system == "whispersg-vocab-sg" else "none", language="en")
         run = lambda path: pipeline.transcribe(path).text  # noqa: E731
         if system != "whispersg-per-file":
-            run_all = lambda paths: [text_or_raise(result) for _, result in pipeline.transcribe_many(paths)]  # noqa: E731
+            run_all = lambda paths: [transcript.text for transcript in pipeline.transcribe_all(paths)]  # noqa: E731
     elif system in ("faster-whisper-batched", "faster-whisper-batched-words", "faster-whisper"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -126,12 +126,6 @@ def asr_worker(system: str, args: argparse.Namespace) -> dict:
             hypotheses = texts
     return {"system": system, "load_s": load_seconds, "wall_s": walls, "hypotheses": hypotheses,
             "audio_s": sum(r["duration"] for r in rows), "peak_rss_mb": peak_rss_mb()}
-
-
-def text_or_raise(result) -> str:
-    if isinstance(result, Exception):
-        raise result
-    return result.text
 
 
 def whisperx_default_aligner(device: str):
@@ -288,7 +282,7 @@ def markdown(results: dict) -> str:
     from whispersg.asr import DEFAULT_BATCH_SIZE_CPU, DEFAULT_BATCH_SIZE_CUDA
 
     ours = DEFAULT_BATCH_SIZE_CUDA if results.get("device") == "cuda" else DEFAULT_BATCH_SIZE_CPU
-    default_batches = f"at each system default (whispersg {ours} on {results.get('device', 'cpu').upper()}, peers 8)"
+    default_batches = f"at each system default (whispersg {ours} on {results.get('device', 'cpu').upper()}, peers {PEER_BATCH_SIZE})"
     lines = [f"Machine: {results['machine']} · model {results['model_name']} · {results['compute_type']} · "
              f"{results['threads']} threads · median of {results['repeats']} runs · {results['date']} · batch "
              f"{results.get('batch_size') or default_batches}", ""]
@@ -363,6 +357,9 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
+    sys.path.insert(0, str(REPO))
+    from whispersg.asr import DEFAULT_BATCH_SIZE_CPU, DEFAULT_BATCH_SIZE_CUDA
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="JSONL of {audio, text, accent, duration}")
     parser.add_argument("--model", default=None, help="CTranslate2 model folder (default: the built-in tiny.en)")
@@ -372,7 +369,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=None,
                         help="chunks per decoding batch for every system (default: each system's own default: "
-                             "whispersg 2 on CPU and 8 on CUDA, faster-whisper batched and WhisperX 8)")
+                             f"whispersg {DEFAULT_BATCH_SIZE_CPU} on CPU and {DEFAULT_BATCH_SIZE_CUDA} on CUDA, "
+                             f"faster-whisper batched and WhisperX {PEER_BATCH_SIZE})")
     parser.add_argument("--compute_type", default="int8")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(HERE / "results"))

@@ -113,6 +113,11 @@ def test_transcribe_many_matches_one_call_per_recording(pipeline, eval_items, tm
         fractions = [fraction for fraction, _ in reported[id(source)]]
         assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
         assert [text for _, texts in reported[id(source)] for text in texts] == [s.text for s in result.segments]
+    # transcribe_all: the same transcripts, or the first failure raised.
+    whole = [source for source in sources if source is not broken]
+    assert [t.text for t in pipeline.transcribe_all(whole, batch_size=2)] == [r.text for s, r in results if s is not broken]
+    with pytest.raises(Exception, match="not a readable audio"):
+        pipeline.transcribe_all(sources, batch_size=2)
 
 
 def test_progress_reports_every_segment_once(pipeline):

@@ -257,6 +257,16 @@ class WhisperSGPipeline:
                 yield from batcher.add(source, whole)
         yield from batcher.flush()
 
+    def transcribe_all(self, sources: Iterable[AudioSource], **overrides: Any) -> list[Transcript]:
+        """``transcribe_many`` for callers that need every recording: the transcripts in input
+        order, or the first failure raised."""
+        transcripts = []
+        for _, result in self.transcribe_many(sources, **overrides):
+            if isinstance(result, Exception):
+                raise result
+            transcripts.append(result)
+        return transcripts
+
     def _load_whole(self, source: AudioSource, opts: PipelineOptions):
         """The decoded samples of a recording short enough to hold whole (or with diarization), else None."""
         from whispersg.audio import probe_duration

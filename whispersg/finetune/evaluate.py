@@ -104,13 +104,8 @@ def transcribe_with_pipeline(model: str, utterances: list[Utterance], **options)
     from whispersg import WhisperSGPipeline
 
     pipeline = WhisperSGPipeline(model=model, align=False, diarize=False, **options)
-    texts = []
     # Utterances share decoding batches, as a folder of files does in `whispersg`.
-    for _, result in pipeline.transcribe_many([u.samples for u in utterances]):
-        if isinstance(result, Exception):
-            raise result
-        texts.append(result.text.strip())
-    return texts
+    return [transcript.text.strip() for transcript in pipeline.transcribe_all([u.samples for u in utterances])]
 
 
 def evaluate_model(model: str | Path, utterances: list[Utterance], **options) -> EvaluationResult:
