@@ -357,9 +357,6 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO))
-    from whispersg.asr import DEFAULT_BATCH_SIZE_CPU, DEFAULT_BATCH_SIZE_CUDA
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="JSONL of {audio, text, accent, duration}")
     parser.add_argument("--model", default=None, help="CTranslate2 model folder (default: the built-in tiny.en)")
@@ -369,8 +366,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=None,
                         help="chunks per decoding batch for every system (default: each system's own default: "
-                             f"whispersg {DEFAULT_BATCH_SIZE_CPU} on CPU and {DEFAULT_BATCH_SIZE_CUDA} on CUDA, "
-                             f"faster-whisper batched and WhisperX {PEER_BATCH_SIZE})")
+                             "whispersg's for the device, as the results table states, faster-whisper batched and "
+                             f"WhisperX {PEER_BATCH_SIZE})")
     parser.add_argument("--compute_type", default="int8")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(HERE / "results"))
