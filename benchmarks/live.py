@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import resource
 import statistics
@@ -132,6 +133,37 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> tuple[float, float, float]:
+    """(CPU time stolen from this VM by its host, CPU time every process here used, this process's
+    own CPU time), seconds since boot or start: how much of the machine the benchmark had.  Zeros
+    where /proc/stat is missing."""
+    own = time.process_time()
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0, own
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system = fields[0:3]
+    irq, softirq, steal = fields[5:8]
+    return steal / ticks, (user + nice + system + irq + softirq) / ticks, own
+
+
+def machine_per_minute(samples: list[tuple[float, float, float, float]], minutes: int, speed: float) -> dict:
+    """Per minute of session (stream) time: the share of the machine's CPUs stolen by the host and
+    used by other processes (from ``samples`` of (wall seconds since the replay began, *cpu_seconds()))."""
+    cpus = os.cpu_count() or 1
+    result = {}
+    for minute in range(minutes):
+        inside = [s for s in samples if minute * 60 <= s[0] * speed <= (minute + 1) * 60]
+        if len(inside) < 2:
+            continue
+        (t0, steal0, busy0, own0), (t1, steal1, busy1, own1) = inside[0], inside[-1]
+        capacity = (t1 - t0) * cpus
+        result[minute] = {"stolen": (steal1 - steal0) / capacity,
+                          "others": max(0.0, (busy1 - busy0) - (own1 - own0)) / capacity}
+    return result
+
+
 def same_audio_line(later: dict) -> str:
     ratios = later["later_over_first"]
     if not ratios:
@@ -174,12 +206,18 @@ def main() -> None:
             handle.writeframes((np.clip(stream, -1, 1) * 32767).astype("<i2").tobytes())
         offline_text = pipeline.transcribe(path).text
         memory: list[tuple[float, float]] = []
+        cpu: list[tuple[float, float, float, float]] = []
         stop = threading.Event()
 
         def sample_memory() -> None:
             started = time.monotonic()
             while not stop.wait(10):
                 memory.append((time.monotonic() - started, rss_mb()))
+
+        def sample_cpu() -> None:
+            while not stop.wait(5):
+                if source.started_at is not None:
+                    cpu.append((time.monotonic() - source.started_at, *cpu_seconds()))
 
         threading.Thread(target=sample_memory, daemon=True).start()
         settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
@@ -189,6 +227,8 @@ def main() -> None:
         decode_log = DecodeLog(pipeline)
         transcriber = LiveTranscriber(decode_log, source, settings)
         decode_log.transcriber = transcriber
+        if not args.lockstep:
+            threading.Thread(target=sample_cpu, daemon=True).start()
         transcript = transcriber.run()
         stop.set()
     timings = transcriber.state.timings
@@ -224,6 +264,8 @@ def main() -> None:
         # word, end, shown, committed (stream / session seconds), how it was committed
         "word_timings": [[t.word, round(t.end, 3), round(t.shown, 3), round(t.committed, 3), t.how] for t in timings],
         "decodes": decodes,
+        # share of the machine's CPUs the host stole and other processes used, per minute of session time
+        "machine_per_minute": machine_per_minute(cpu, stream_minutes, args.speed),
         "cuts": {reason: sum(1 for c in transcriber.cuts if c.reason == reason) for reason in {c.reason for c in transcriber.cuts}},
         # every decode: began (session seconds; monotonic clock in lockstep), seconds, audio seconds, kind
         "decode_log": [[round(began - (0.0 if args.lockstep else source.started_at), 3), round(seconds, 3),
@@ -262,6 +304,9 @@ def main() -> None:
         busy = ", ".join(f"{v['busy_fraction'] * 100:.0f}" for v in decodes["per_minute"].values())
         lines += [f"| per-minute interim spacing medians (session time) | {spacing} s |",
                   f"| per-minute share of time spent decoding | {busy} % |"]
+    if results["machine_per_minute"]:
+        taken = ", ".join(f"{v['stolen'] * 100:.0f}/{v['others'] * 100:.0f}" for v in results["machine_per_minute"].values())
+        lines.append(f"| per-minute share of the CPUs stolen by the host / used by other processes | {taken} % |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from whispersg.live.agreement import StablePrefix, word_key
 from whispersg.types import Segment, Word
 
@@ -25,6 +27,30 @@ def test_words_two_hypotheses_agree_on_are_settled():
     settled, tail = prefix.update(words("So I went to a market"))
     assert texts(settled) == ["to"] and texts(tail) == ["a", "market"]
     assert texts(prefix.settled) == ["So,", "I", "went", "to"]
+
+
+def test_agreed_words_wait_for_audio_after_them_and_must_agree_again():
+    prefix = StablePrefix()
+    prefix.update(words("so i went"))  # so 0-0.35, i 0.4-0.75, went 0.8-1.15
+    # The hypotheses agree on all three, but only "so" and "i" end by 0.8 s (audio heard - right context).
+    settled, tail = prefix.update(words("so i went to"), agree_until=0.8)
+    assert texts(settled) == ["so", "i"] and texts(tail) == ["went", "to"]
+    # "went" is agreed on, only young: no forced decode is due for it; "to" (1.2-1.55) was not agreed on.
+    assert prefix.oldest_unagreed_end == pytest.approx(1.55)
+    # "went" waited; the next hypothesis heard it differently, so it is not settled.
+    settled, tail = prefix.update(words("so i want to the", step=0.4), agree_until=2.0)
+    assert settled == [] and texts(tail) == ["want", "to", "the"]
+    settled, tail = prefix.update(words("so i want to the shop"), agree_until=2.0)
+    assert texts(settled) == ["want", "to", "the"] and texts(tail) == ["shop"]
+
+
+def test_a_careful_decode_settles_waiting_agreed_words_as_agreed():
+    prefix = StablePrefix()
+    prefix.update(words("we can go"))
+    # "go" (0.8-1.15) is agreed on but young; the bound settles it and "now", which was not agreed on.
+    settled, tail = prefix.update(words("we can go now"), agree_until=0.8, settle_until=1.6)
+    assert texts(settled) == ["we", "can", "go", "now"] and prefix.forced_count == 1
+    assert tail == [] and prefix.oldest_unagreed_end is None
 
 
 def test_a_changed_mind_settles_nothing_and_earlier_words_stay():
@@ -110,11 +136,11 @@ def test_words_old_enough_are_settled_without_agreement():
     first = [Word("along", 0.0, 0.4, 0.9), Word("greenville", 0.4, 1.0, 0.3), Word("drive", 1.0, 1.4, 0.3),
              Word("today", 2.5, 3.0, 0.3)]
     prefix.update(first)
-    assert prefix.oldest_unsettled_end == 0.4
+    assert prefix.oldest_unagreed_end == 0.4
     # A careful decode with enough audio after its words: what ends by the bound is settled, even
     # unsure and unconfirmed; the word whose end is past it waits.
     careful = [Word("along", 0.0, 0.4, 0.9), Word("greenfield", 0.4, 1.0, 0.4), Word("drive", 1.0, 1.4, 0.4),
                Word("to", 2.5, 3.0, 0.4)]
     settled, tail = prefix.update(careful, settle_until=2.0)
     assert texts(settled) == ["along", "greenfield", "drive"] and texts(tail) == ["to"]
-    assert prefix.oldest_unsettled_end == 3.0
+    assert prefix.oldest_unagreed_end == 3.0

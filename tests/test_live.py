@@ -17,8 +17,9 @@ import pytest
 from whispersg.audio import SAMPLE_RATE, load_audio
 from whispersg.live.segmenter import ChunkSegmenter
 from whispersg.live.sources import FileSource, StdinSource
-from whispersg.live.transcriber import (DENSE_SHORTENING, DENSE_WINDOW, FORCE_RIGHT_CONTEXT, LiveSettings,
-                                        TOKEN_SLACK, TOKENS_PER_SECOND, LiveTranscriber, WordTiming, commit_delay)
+from whispersg.live.transcriber import (AGREE_RIGHT_CONTEXT, DENSE_SHORTENING, DENSE_WINDOW, FORCE_RIGHT_CONTEXT,
+                                        LiveSettings, TOKEN_SLACK, TOKENS_PER_SECOND, LiveTranscriber, WordTiming,
+                                        commit_delay)
 from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_WAV, REPO, demo_reference
@@ -107,14 +108,26 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     committed about that long after they end."""
     delay = 2.0
 
+    decodes: list[str] = []
+
+    class RecordingPipeline:  # the real pipeline; notes what each decode was for
+        options = pipeline.options
+
+        def transcribe(self, audio, **options):
+            decodes.append(transcriber.decoding)
+            return pipeline.transcribe(audio, **options)
+
     def waits(settings: LiveSettings) -> tuple[list[float], str, dict[str, list[float]]]:
-        transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
+        nonlocal transcriber
+        decodes.clear()
+        transcriber = LiveTranscriber(RecordingPipeline(), FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
         transcript = transcriber.run()
         by_kind: dict[str, list[float]] = {}
         for t in transcriber.state.timings:
             by_kind.setdefault(t.how, []).append(t.committed - t.end)
         return [wait for values in by_kind.values() for wait in values], transcript.text, by_kind
 
+    transcriber = None
     unbounded_waits, _, unbounded_kinds = waits(LiveSettings(max_commit_delay=None))
     bounded_waits, text, bounded_kinds = waits(LiveSettings(max_commit_delay=delay))
     # Each word says how it was committed; only the delay forces words.
@@ -122,6 +135,12 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     # A forced word always had FORCE_RIGHT_CONTEXT of audio after it (in lockstep it is committed when
     # the audio so far ends).
     assert min(bounded_kinds["forced"]) >= FORCE_RIGHT_CONTEXT - 0.01, sorted(bounded_kinds["forced"])
+    # Agreed words wait until an interim heard AGREE_RIGHT_CONTEXT after them (a forced decode that
+    # comes first settles them with its FORCE_RIGHT_CONTEXT).
+    assert min(unbounded_kinds["agreed"]) >= AGREE_RIGHT_CONTEXT - 0.01, sorted(unbounded_kinds["agreed"])
+    assert min(bounded_kinds["agreed"]) >= min(AGREE_RIGHT_CONTEXT, FORCE_RIGHT_CONTEXT) - 0.01
+    # A greedy interim always comes between two forced decodes.
+    assert "forced" in decodes and not any(a == b == "forced" for a, b in zip(decodes, decodes[1:])), decodes
     # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
     # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway.  Measured
     # on this call: 0% of words later than 3 s with the 2 s delay (longest 2.18 s, WER 0.149), 45%

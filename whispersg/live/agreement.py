@@ -4,7 +4,8 @@ Each interim hypothesis of the open chunk is compared with the one before it,
 both taken after the last word already settled; the longest prefix they agree
 on (word by word, ignoring case and punctuation, each word confident in both)
 is settled: shown as committed and never rewritten (ufal/whisper_streaming's
-LocalAgreement-2, plus the confidence test).  When the chunk
+LocalAgreement-2, plus the confidence test), once the caller says enough audio
+was heard after it; until then it must keep being agreed on.  When the chunk
 is cut, its final decode (beam search) supplies the words after the last
 settled one, and the settled words join the final segments they fall in.
 
@@ -55,6 +56,7 @@ class StablePrefix:
     def __init__(self) -> None:
         self.settled: list[Word] = []
         self._previous: list[Word] = []  # the unsettled tail of the last hypothesis
+        self._waiting = 0  # how many words at its start were agreed on but not yet settled (too young)
         self.forced_count = 0  # how many of the words the last update settled were forced (the last ones)
 
     @property
@@ -68,29 +70,38 @@ class StablePrefix:
         return self.settled[-1].end if self.settled else None
 
     @property
-    def oldest_unsettled_end(self) -> Optional[float]:
-        """End (stream seconds) of the first word the last hypothesis left unsettled, or None."""
-        return self._previous[0].end if self._previous else None
+    def oldest_unagreed_end(self) -> Optional[float]:
+        """End (stream seconds) of the first unsettled word of the last hypothesis that the two
+        hypotheses did not agree on (agreed words wait only for audio after them), or None."""
+        return self._previous[self._waiting].end if len(self._previous) > self._waiting else None
 
-    def update(self, hypothesis: list[Word], settle_until: Optional[float] = None) -> tuple[list[Word], list[Word]]:
+    def update(self, hypothesis: list[Word], settle_until: Optional[float] = None,
+               agree_until: Optional[float] = None) -> tuple[list[Word], list[Word]]:
         """Compare a new hypothesis (timed words, stream seconds) with the previous one.
 
+        Agreed words are settled only if they end by ``agree_until`` (the caller's demand for audio
+        after them); a younger one stays unsettled and must agree again with the next hypothesis.
         Words that end by ``settle_until`` are settled whether or not the hypotheses agree (the
         caller's bound on latency, for a hypothesis decoded as carefully as the chunk's final one).
         Returns (words settled now, the hypothesis's still unsettled tail).
         """
         tail = self._after_boundary(_timed(hypothesis))
-        agreed = 0
+        agreed = waiting = 0
         for before, now in zip(self._previous, tail):
             if word_key(before.word) != word_key(now.word) or not (_confident(before) and _confident(now)):
                 break
-            agreed += 1
-        self.forced_count = 0
-        if settle_until is not None:
-            while agreed < len(tail) and tail[agreed].end <= settle_until:
+            if waiting or (agree_until is not None and now.end > agree_until):
+                waiting += 1
+            else:
                 agreed += 1
-                self.forced_count += 1
-        settled_now, tail = tail[:agreed], tail[agreed:]
+        settle = agreed
+        if settle_until is not None:
+            while settle < len(tail) and tail[settle].end <= settle_until:
+                settle += 1
+        # Waiting words the bound settles were agreed on: only the ones after them count as forced.
+        self.forced_count = max(0, settle - agreed - waiting)
+        self._waiting = max(0, agreed + waiting - settle)
+        settled_now, tail = tail[:settle], tail[settle:]
         self.settled.extend(settled_now)
         self._previous = tail
         return settled_now, tail
@@ -104,6 +115,7 @@ class StablePrefix:
         inside = [w for w in self.settled if _midpoint(w) <= chunk_end]
         self.settled = self.settled[len(inside):]
         self._previous = []
+        self._waiting = 0
         if not inside:
             return segments
         boundary = inside[-1].end

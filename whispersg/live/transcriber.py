@@ -4,8 +4,8 @@ Only the open chunk is ever transcribed (bounded by the hard limit), so the
 cost of a step cannot grow with the session and lag does not accumulate.  When
 processing falls behind, interim updates are skipped (and the display says
 so) rather than queued.  Words are committed twice as fast as chunks end:
-those on which two successive interim hypotheses agree are settled at once
-(LocalAgreement, ``whispersg.live.agreement``), the rest when the chunk is cut
+those on which successive interim hypotheses agree are settled once 1.2 s of audio
+after them was heard (LocalAgreement, ``whispersg.live.agreement``), the rest when the chunk is cut
 and decoded once more (or, with ``max_commit_delay``, from a decode made for them
 once they have waited that long).  Those committing decodes also hear the audio of
 the last committed chunks, with their text as the forced start of the transcript,
@@ -46,6 +46,12 @@ BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are ski
 # 1.5 s with 1.0 s measured 1.06x: a delay that close to the context forces more beam-search
 # decodes, which thin out the interims (words shown 1.05 s after they end against 0.67-0.82 s).
 FORCE_RIGHT_CONTEXT = 1.0
+# Words two interims agree on are settled only once the interim settling them heard this much audio
+# after them.  Agreement alone settled some words 0.3 s after they ended and others (dense speech,
+# few confident agreements) waited for a forced decode, so a minute's median commit latency followed
+# its mix of agreed and forced words: per-minute medians swung 21%, 15% and 21% from the overall one
+# in three 30-min real-time runs (agreed words 1.5-1.8 s, forced 2.3-2.5 s at the median).
+AGREE_RIGHT_CONTEXT = 1.2
 # Dense speech: where a third or more of the words committed in the last DENSE_WINDOW seconds had
 # to be forced (fast, unbroken talk gives few confident agreements), words are forced
 # DENSE_SHORTENING seconds sooner, so that stretches of it are not committed later than the rest.
@@ -87,8 +93,9 @@ class LiveSettings:
     silence_duration: float = 0.6
     vad_threshold: float = 0.5
     # Words the interims never agree on with confidence do not wait for their chunk's end: once the
-    # oldest unsettled word ended this many seconds of audio ago, the interim is decoded with beam
-    # search and every word with FORCE_RIGHT_CONTEXT seconds of audio after it is committed.
+    # oldest word they did not agree on ended this many seconds of audio ago, the open chunk is decoded
+    # once more, hearing the context (greedy; beam search where there is none yet), and every word
+    # with FORCE_RIGHT_CONTEXT seconds of audio after it is committed.
     # None (CLI: 0) waits for the chunk's end.  The per-minute median latency follows how many words
     # are forced (5-44% from minute to minute on the eval stream), so the closer the forced words'
     # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
@@ -221,6 +228,7 @@ class LiveTranscriber:
         self._samples_seen = 0
         self._last_interim_at = 0  # samples seen when the last interim ran
         self._interim_seconds = 0.0  # how long the last interim took to compute
+        self._last_forced = False  # whether the last decode of the open chunk was a forced one
         self._interim_history: list[tuple[float, set[str]]] = []  # (session time shown, words) of the open chunk
         self.agreement = StablePrefix()
         self.cuts: list[Cut] = []
@@ -284,9 +292,17 @@ class LiveTranscriber:
         # after the words already settled.
         offset = self.segmenter.offset / SAMPLE_RATE
         audio_end = offset + self.segmenter.duration
-        oldest = self.agreement.oldest_unsettled_end
+        # Words agreed on and only waiting for AGREE_RIGHT_CONTEXT are not unsure: no forced decode for them.
+        oldest = self.agreement.oldest_unagreed_end
         delay = commit_delay(self.settings.max_commit_delay, self.state.timings, self._now())
-        force = delay is not None and oldest is not None and audio_end - oldest >= delay
+        # Never two forced decodes in a row: when decodes slow down (a busy host), the words a forced
+        # decode leaves are old enough to force again by the time it ends, and forced decodes ran back
+        # to back (25 in a minute of a 30-min real-time run, with no interim between) while the
+        # interims that let words agree never ran: that minute's words were committed 2.9 s late
+        # against 2.2 s overall.  A greedy interim between lets agreement settle what it can.
+        force = (delay is not None and oldest is not None and audio_end - oldest >= delay
+                 and not self._last_forced)
+        self._last_forced = force
         self.decoding = "forced" if force else "interim"
         # Only decodes that commit words hear the context: a decode's cost grows with the prefix it
         # is forced through (CTranslate2 steps through it token by token) and greedy interims must
@@ -310,7 +326,8 @@ class LiveTranscriber:
         now = self._now()
         self._interim_history.append((now, word_keys(" ".join(segment.text for segment in segments))))
         settled_now, unsettled = self.agreement.update(
-            hypothesis, settle_until=audio_end - FORCE_RIGHT_CONTEXT if force else None)
+            hypothesis, settle_until=audio_end - FORCE_RIGHT_CONTEXT if force else None,
+            agree_until=audio_end - AGREE_RIGHT_CONTEXT)
         if not force:
             # Interims are spaced by what a greedy one costs (in stream seconds: a replay at speed 0 has
             # no real time to share).  A forced beam-search decode costs more; letting it set the spacing
@@ -408,6 +425,7 @@ class LiveTranscriber:
                 if id(word) not in settled:
                     self._record_timing(word.word, word.end if word.end is not None else segment.end, committed_at)
         self._interim_history = []
+        self._last_forced = False
         if len(audio):
             self._remember(audio, segments)
         self.state.settled = self.agreement.text
