@@ -228,12 +228,11 @@ class LiveTranscriber:
         self._samples_seen = 0
         self._last_interim_at = 0  # samples seen when the last interim ran
         self._interim_seconds = 0.0  # how long the last interim took to compute
-        self._last_forced = False  # whether the last decode of the open chunk was a forced one
         self._interim_history: list[tuple[float, set[str]]] = []  # (session time shown, words) of the open chunk
         self.agreement = StablePrefix()
         self.cuts: list[Cut] = []
         self._history: list[CommittedChunk] = []  # the last committed chunks, oldest first (bounded)
-        self.decoding = ""  # what the decode under way is for: "interim", "forced" or "chunk" (for benchmarks)
+        self.decoding = ""  # what the last decode was for: "interim", "forced" or "chunk" (benchmarks read it too)
         # Read once: the thresholds and the user's caps do not change during a session (the realtime
         # server's pipeline builds its options on every access).
         self._options = getattr(pipeline, "options", None) or PipelineOptions()
@@ -301,8 +300,7 @@ class LiveTranscriber:
         # interims that let words agree never ran: that minute's words were committed 2.9 s late
         # against 2.2 s overall.  A greedy interim between lets agreement settle what it can.
         force = (delay is not None and oldest is not None and audio_end - oldest >= delay
-                 and not self._last_forced)
-        self._last_forced = force
+                 and self.decoding != "forced")
         self.decoding = "forced" if force else "interim"
         # Only decodes that commit words hear the context: a decode's cost grows with the prefix it
         # is forced through (CTranslate2 steps through it token by token) and greedy interims must
@@ -425,7 +423,6 @@ class LiveTranscriber:
                 if id(word) not in settled:
                     self._record_timing(word.word, word.end if word.end is not None else segment.end, committed_at)
         self._interim_history = []
-        self._last_forced = False
         if len(audio):
             self._remember(audio, segments)
         self.state.settled = self.agreement.text
