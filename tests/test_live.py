@@ -112,22 +112,23 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
 
     class RecordingPipeline:  # the real pipeline; notes what each decode was for
         options = pipeline.options
+        transcriber = None  # set once built: it says what each decode is for
 
         def transcribe(self, audio, **options):
-            decodes.append(transcriber.decoding)
+            decodes.append(self.transcriber.decoding)
             return pipeline.transcribe(audio, **options)
 
     def waits(settings: LiveSettings) -> tuple[list[float], str, dict[str, list[float]]]:
-        nonlocal transcriber
         decodes.clear()
-        transcriber = LiveTranscriber(RecordingPipeline(), FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
+        recording = RecordingPipeline()
+        transcriber = LiveTranscriber(recording, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
+        recording.transcriber = transcriber
         transcript = transcriber.run()
         by_kind: dict[str, list[float]] = {}
         for t in transcriber.state.timings:
             by_kind.setdefault(t.how, []).append(t.committed - t.end)
         return [wait for values in by_kind.values() for wait in values], transcript.text, by_kind
 
-    transcriber = None
     unbounded_waits, _, unbounded_kinds = waits(LiveSettings(max_commit_delay=None))
     bounded_waits, text, bounded_kinds = waits(LiveSettings(max_commit_delay=delay))
     # Each word says how it was committed; only the delay forces words.
