@@ -70,6 +70,7 @@ def test_soft_limit_cuts_at_a_pause():
         assert np.sqrt((around ** 2).mean()) < np.sqrt((audio[int(7 * SAMPLE_RATE):] ** 2).mean())
 
 
+@pytest.mark.quality
 def test_file_source_live_transcript(pipeline):
     committed = []
     transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0), LiveSettings(), on_commit=committed.extend)
@@ -173,6 +174,7 @@ def test_dense_speech_forces_words_sooner():
     assert commit_delay(FORCE_RIGHT_CONTEXT / 2, [], now) == FORCE_RIGHT_CONTEXT  # a forced word needs that audio
 
 
+@pytest.mark.quality
 def test_decodes_hear_the_last_committed_chunks_and_are_prompted_with_the_text_before(pipeline):
     """Each decode of the open chunk hears the audio of the last committed chunks (within
     context_seconds) with their text as the prefix, and is prompted with the user's prompt, then the

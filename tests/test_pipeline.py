@@ -23,6 +23,7 @@ EVAL_WER_BOUND = 0.098
 DEMO_WER_BOUND = 0.13
 
 
+@pytest.mark.quality
 def test_demo_call_transcript_quality(pipeline):
     transcript = pipeline.transcribe(DEMO_WAV)
     assert isinstance(transcript, Transcript)
@@ -31,6 +32,7 @@ def test_demo_call_transcript_quality(pipeline):
     assert wer <= DEMO_WER_BOUND, (wer, transcript.text)
 
 
+@pytest.mark.quality
 def test_dev_manifest_corpus_wer(pipeline, eval_items):
     # As `whispersg FOLDER` runs it: the clips share decoding batches (transcribe_many).
     results = list(pipeline.transcribe_many([item["path"] for item in eval_items]))
@@ -43,6 +45,7 @@ def test_dev_manifest_corpus_wer(pipeline, eval_items):
     assert wer <= EVAL_WER_BOUND, wer
 
 
+@pytest.mark.quality
 def test_words_are_timed_monotonic_and_inside_segments(pipeline):
     transcript = pipeline.transcribe(DEMO_WAV)
     previous_end = 0.0
@@ -208,6 +211,7 @@ def _joined(eval_items, ids: list[str], pause: float = 1.0) -> tuple[np.ndarray,
 SKIPPED_SPEECH_WER_BOUND = 0.18
 
 
+@pytest.mark.quality
 def test_speech_a_window_skipped_is_decoded_again(pipeline, eval_items):
     ids = ["fleurs_en_000", "fleurs_en_001", "fleurs_en_002", "fleurs_en_003", "fleurs_en_004",
            "libri_1089-134686-0000"]

@@ -52,6 +52,7 @@ def post_audio(client, path: Path = DEMO_WAV, endpoint: str = "transcriptions", 
 
 # ---- API, in process ---------------------------------------------------------------------------------
 
+@pytest.mark.quality
 def test_json_transcription_matches_the_pipeline_quality(client):
     response = post_audio(client, data={"model": "whisper-1"})
     assert response.status_code == 200, response.text
@@ -59,6 +60,7 @@ def test_json_transcription_matches_the_pipeline_quality(client):
     assert corpus_wer([demo_reference()], [response.json()["text"]]) <= DEMO_WER_BOUND
 
 
+@pytest.mark.quality
 def test_response_formats(client):
     verbose = post_audio(client, data={"response_format": "verbose_json", "formats": "txt,srt",
                                        "timestamp_granularities[]": ["word", "segment"]}).json()
@@ -229,7 +231,7 @@ def test_realtime_websocket_streams_committed_text(client):
     assert starts == sorted(starts) and 5.0 < starts[0] < 8.0 and committed[-1]["end"] <= 30.5
     text = " ".join(s["text"].strip() for s in committed)
     assert messages[-1]["text"] == text and messages[-1]["duration"] == pytest.approx(30.0, abs=0.1)
-    assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND
+    assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND, text
 
 
 def test_realtime_websocket_refuses_bad_settings(client):
@@ -294,6 +296,7 @@ def server(empty_model_store):
     assert "Traceback" not in output, output
 
 
+@pytest.mark.quality
 def test_official_openai_client_works_unchanged(server):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0)

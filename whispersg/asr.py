@@ -22,6 +22,7 @@ import numpy as np
 from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import OptionError
 from whispersg.options import PipelineOptions
+from whispersg.repetition import MAX_CHARS_PER_SECOND, copies_heard, drop_copies, new_words, suspect_runs
 from whispersg.types import Segment, Word
 from whispersg.vad import SpeechRegion
 
@@ -125,6 +126,7 @@ class WhisperDecoder:
             decoded = self._decode_batch(items, tokenizer, prompt_tokens, options, prefix_tokens)
             if not prefix_tokens:  # the prefix's own audio has no words of its own: it would look skipped
                 decoded = self._recover_skipped(items, decoded, tokenizer, prompt_tokens, options)
+            decoded = self._check_repeats(items, decoded, tokenizer, prompt_tokens, options)
             segments_in_batch = [piece for segment in decoded if segment for piece in split_at_sentences(segment)]
             segments.extend(segments_in_batch)
             if options.condition_on_previous_text and segments_in_batch:
@@ -145,6 +147,7 @@ class WhisperDecoder:
         prompt_tokens = self._prompt_tokens(tokenizer, options, [])
         decoded = self._recover_skipped(items, self._decode_batch(items, tokenizer, prompt_tokens, options),
                                         tokenizer, prompt_tokens, options)
+        decoded = self._check_repeats(items, decoded, tokenizer, prompt_tokens, options)
         return [split_at_sentences(segment) if segment else [] for segment in decoded]
 
     def language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
@@ -274,7 +277,7 @@ class WhisperDecoder:
         ]
         word_lists: list[list[Word]] = [[] for _ in kept]
         if options.align and options.align_method == "attention" and kept:
-            word_lists = self._word_timestamps(encoder_output, len(batch), tokenizer, kept, prefix)
+            word_lists = self._word_timestamps(encoder_output, batch, tokenizer, kept, prefix)
         segments: list[Optional[Segment]] = [None] * len(batch)
         for (chunk, decode, row), words in zip(kept, word_lists):
             segments[row] = Segment(
@@ -301,15 +304,38 @@ class WhisperDecoder:
         """
         stretches = [(row, stretch) for row, ((_, chunk), segment) in enumerate(zip(items, decoded))
                      for stretch in skipped_stretches(chunk, segment)]
-        if not stretches:
-            return decoded
-        logger.debug("decoding %d skipped stretch(es) of speech again", len(stretches))
-        redecoded = self._decode_batch([(items[row][0], stretch) for row, stretch in stretches], tokenizer, prompt, options)
+        if stretches:
+            logger.debug("decoding %d skipped stretch(es) of speech again", len(stretches))
         decoded = list(decoded)
-        for (row, stretch), found in zip(stretches, redecoded):
+        for (row, stretch), found in self._decode_alone(items, stretches, tokenizer, prompt, options):
             if found is not None:
                 decoded[row] = replace_stretch(decoded[row], stretch, found.words)
         return decoded
+
+    def _check_repeats(self, items: list[tuple[np.ndarray, Chunk]], decoded: list[Optional[Segment]], tokenizer,
+                       prompt: list[int], options: PipelineOptions) -> list[Optional[Segment]]:
+        """Hear again, alone, each run of a repeated word or phrase that has a copy too short to have
+        been said, and keep only as many copies as that decode hears (#25: six "Hello." for three)."""
+        suspects = [(row, run) for row, segment in enumerate(decoded) if segment is not None
+                    for run in suspect_runs(segment.words)]
+        stretches = [(row, run_stretch(items[row][1], decoded[row].words, run)) for row, run in suspects]
+        decoded = list(decoded)
+        # Runs are dropped from the last, so the word indices of earlier runs stay valid.
+        checked = list(zip(suspects, self._decode_alone(items, stretches, tokenizer, prompt, options)))
+        for ((row, run), (_, found)) in reversed(checked):
+            heard = copies_heard(decoded[row].words, run, found.words) if found is not None else 0
+            if 0 < heard < run.count:
+                logger.debug("kept %d of %d copies of a repeat the decoder heard %d times alone", heard, run.count, heard)
+                decoded[row] = decoded[row].with_words(drop_copies(decoded[row].words, run, heard))
+        return decoded
+
+    def _decode_alone(self, items: list[tuple[np.ndarray, Chunk]], stretches: list[tuple[int, Chunk]], tokenizer,
+                      prompt: list[int], options: PipelineOptions) -> list[tuple[tuple[int, Chunk], Optional[Segment]]]:
+        """Decode stretches of the batch's chunks (``(row, stretch)``) on their own, in one more batch."""
+        if not stretches:
+            return []
+        found = self._decode_batch([(items[row][0], stretch) for row, stretch in stretches], tokenizer, prompt, options)
+        return list(zip(stretches, found))
 
     def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
         if temperature > 0:
@@ -354,21 +380,18 @@ class WhisperDecoder:
             return False
         return options.log_prob_threshold is None or decode.avg_logprob < options.log_prob_threshold
 
-    def _word_timestamps(self, encoder_output, batch_rows: int, tokenizer, kept, prefix: list[int] = ()) -> list[list[Word]]:
+    def _word_timestamps(self, encoder_output, batch: list[Chunk], tokenizer, kept, prefix: list[int] = ()) -> list[list[Word]]:
         """Cross-attention word timing for the decoded chunks of one batch (the prefix is aligned
         with them, since the audio starts with it, and left out of the words returned)."""
         from faster_whisper.transcribe import merge_punctuations
 
         # The encoder output covers the whole batch, so every row is aligned and ours are kept.
-        text_tokens: list[list[int]] = [[] for _ in range(batch_rows)]
-        frames: list[int] = [1] * batch_rows
+        # Rows we do not keep get a dummy token (ctranslate2 needs one a row), and every row at least
+        # two frames: on fewer the alignment is empty and faster-whisper's indexing fails (#25).
+        text_tokens: list[list[int]] = [[tokenizer.eot - 1] for _ in batch]
+        frames = [max(MIN_ALIGNMENT_FRAMES, int(round(chunk.duration * self.whisper.frames_per_second))) for chunk in batch]
         for chunk, decode, row in kept:
             text_tokens[row] = list(prefix) + decode.tokens
-            frames[row] = max(1, int(round(chunk.duration * self.whisper.frames_per_second)))
-        # ctranslate2 needs every row to have at least one token: rows we do not keep get a dummy.
-        dummy_rows = {row for row in range(batch_rows) if not text_tokens[row]}
-        for row in dummy_rows:
-            text_tokens[row] = [tokenizer.eot - 1]
         alignments = self.whisper.find_alignment(tokenizer, text_tokens, encoder_output, frames)
         out = []
         for chunk, decode, row in kept:
@@ -386,11 +409,6 @@ class WhisperDecoder:
             ]
             out.append(snap_to_speech(words, chunk.regions))
         return out
-
-
-# Nobody speaks faster than this (characters of text per second of speech, spaces included);
-# fast speech runs at about 15-20. More text than that is Whisper inventing it.
-MAX_CHARS_PER_SECOND = 30.0
 
 
 def fits_in_speech(text: str, chunk: Chunk) -> bool:
@@ -425,11 +443,14 @@ def without_prefix(alignment: list[dict], prefix_length: int, tokenizer) -> list
     return out
 
 
+MIN_ALIGNMENT_FRAMES = 2  # the fewest mel frames a row can be aligned on (it attends to frames / 2)
+
 # A speech region with fewer words than this per second was skipped by the decode (people say 2-3 words
 # a second; a lone word stretched over a region is cross-attention timing covering for missing text).
 MIN_WORDS_PER_SECOND = 0.5
 MIN_SKIPPED_SECONDS = 1.0  # shorter regions without words are left alone (a breath, a click, "um")
 SKIPPED_PADDING = 0.2  # s of audio around a skipped stretch, so its edge words are heard whole
+REPEAT_PADDING = 0.5  # s of audio around a run of repeats heard again, so the words beside it are heard whole
 
 
 def skipped_stretches(chunk: Chunk, segment: Optional[Segment]) -> list[Chunk]:
@@ -461,10 +482,21 @@ def skipped_stretches(chunk: Chunk, segment: Optional[Segment]) -> list[Chunk]:
                   regions=run) for run in stretches]
 
 
+def run_stretch(chunk: Chunk, words: list[Word], run) -> Chunk:
+    """The audio of a run of repeated words (with ``REPEAT_PADDING`` around it), as a chunk."""
+    start = max(chunk.start, words[run.first].start - REPEAT_PADDING)
+    end = min(chunk.end, words[run.first + run.count * run.size - 1].end + REPEAT_PADDING)
+    regions = [SpeechRegion(max(r.start, start), min(r.end, end)) for r in chunk.regions if r.start < end and r.end > start]
+    return Chunk(start=start, end=end, regions=regions or [SpeechRegion(start, end)])
+
+
 def replace_stretch(segment: Segment, stretch: Chunk, words: list[Word]) -> Segment:
     """``segment`` with ``words`` (decoded from ``stretch`` alone) in place of its own words there,
-    if they are more.  Words reaching into the stretch from outside stay, trimmed to outside it."""
+    if they are more.  Words reaching into the stretch from outside stay, trimmed to outside it.
+    Words the segment already has elsewhere are not added again: a re-decode may only add what the
+    window lacked (a 5 s clip once came out twice, #25)."""
     inside = {id(w) for w in segment.words if w.start >= stretch.start and w.end <= stretch.end}
+    words = new_words(words, [w for w in segment.words if id(w) not in inside])
     if len(words) <= len(inside):
         return segment
     kept = []

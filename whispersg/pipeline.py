@@ -348,19 +348,31 @@ class _CrossRecordingBatcher:
         while size < min(self.batch_size, len(self.queue)) and self.queue[size][0].language == language:
             size += 1
         batch, self.queue = self.queue[:size], self.queue[size:]
-        items = [(recording.samples, recording.chunks[index]) for recording, index in batch]
         try:
-            results = self.pipeline.decoder.decode_chunks(items, self.opts, language)
-        except Exception as error:
-            for recording, _ in batch:
-                recording.error = error
+            results = self._decode(batch, language)
+        except Exception:
+            # One recording's failure must not take its batch-mates with it: each is decoded
+            # again on its own, and only the one that fails again fails (#25).
+            logger.debug("a shared decoding batch failed; decoding its recordings one at a time", exc_info=True)
+            results = []
+            for recording in {id(recording): recording for recording, _ in batch}.values():
+                own = [(r, index) for r, index in batch if r is recording]
+                try:
+                    results += list(zip(own, self._decode(own, language)))
+                except Exception as error:
+                    recording.error = error
             self.queue = [(recording, index) for recording, index in self.queue if recording.error is None]
-            return
-        for (recording, index), segments in zip(batch, results):
+        else:
+            results = list(zip(batch, results))
+        for (recording, index), segments in results:
             recording.decoded[index] = segments
             if self.progress is not None:
                 done = sum(c.duration for c, s in zip(recording.chunks, recording.decoded) if s is not None)
                 self.progress(recording.source, done, sum(c.duration for c in recording.chunks), segments)
+
+    def _decode(self, batch: list[tuple["_Recording", int]], language: str) -> list:
+        items = [(recording.samples, recording.chunks[index]) for recording, index in batch]
+        return self.pipeline.decoder.decode_chunks(items, self.opts, language)
 
     def _finished(self) -> Iterator[tuple[AudioSource, Union[Transcript, Exception]]]:
         while self.waiting and self.waiting[0].done:

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 
+# The shortest a word or segment is (one step of Whisper's timing, 20 ms): none has end <= start.
+MIN_WORD_SECONDS = 0.02
+
+
 def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
@@ -112,17 +116,24 @@ class Segment:
         return self
 
     def tidy_word_times(self) -> "Segment":
-        """Clamp timed words into the segment, monotonic and non-overlapping; fit the segment to them."""
+        """Clamp timed words into the segment, monotonic, non-overlapping and each at least
+        ``MIN_WORD_SECONDS`` long (a word of no length makes a subtitle cue of none); fit the
+        segment to them."""
+        timed = [w for w in self.words if w.start is not None and w.end is not None]
         cursor = self.start
-        for word in self.words:
-            if word.start is None or word.end is None:
-                continue
+        for word in timed:  # forwards: in order, each at least the minimum long
             word.start = min(max(word.start, cursor), self.end)
-            word.end = min(max(word.end, word.start), self.end)
+            word.end = max(min(word.end, self.end), word.start + MIN_WORD_SECONDS)
             cursor = word.end
-        timed = [w for w in self.words if w.start is not None]
+        limit = self.end
+        for word in reversed(timed):  # backwards: back inside the segment where the minimum pushed past it
+            word.end = max(min(word.end, limit), MIN_WORD_SECONDS)
+            word.start = max(0.0, min(word.start, word.end - MIN_WORD_SECONDS))
+            limit = word.start
         if timed:
             self.start, self.end = timed[0].start, timed[-1].end
+        elif self.end <= self.start:
+            self.end = self.start + MIN_WORD_SECONDS
         return self
 
     @classmethod
