@@ -212,12 +212,12 @@ class WhisperSGPipeline:
     def _finish(self, samples, segments: list[Segment], opts: PipelineOptions, turns_future):
         """The stages after speech recognition: alignment, then speakers once diarization is done."""
         from whispersg.alignment import align
-        from whispersg.asr import split_at_sentences
+        from whispersg.asr import at_resolution
         from whispersg.speakers import assign_speakers
 
         if opts.align:
             segments = align(segments, samples, self._aligner(opts), opts.interpolate_method, opts.return_char_alignments)
-            segments = [piece for segment in segments for piece in split_at_sentences(segment)]
+            segments = [piece for segment in segments for piece in at_resolution(segment, opts)]
         turns = turns_future.result() if turns_future else []
         if turns:
             segments = assign_speakers(segments, turns)

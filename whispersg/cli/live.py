@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.cli.common import (
+    ArgumentParser,
     add_logging_arguments,
     add_pipeline_arguments,
     microphone_choice,
@@ -27,7 +28,7 @@ from whispersg.cli.common import (
 # Live --diarize clusters speakers online with the embedded models (no pyannote pipeline, no minimum count).
 NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "chunk_context", "min_speech_duration",
                       "min_silence_duration", "speech_pad", "batch_size", "condition_on_previous_text",
-                      "diarize_model", "min_speakers"})
+                      "diarize_model", "min_speakers", "segment_resolution"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from whispersg.live.transcriber import DENSE_SHORTENING, FORCE_RIGHT_CONTEXT, LiveSettings
 
     defaults = LiveSettings()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="whispersg_live",
         description="Transcribe speech as it is spoken, offline: from a microphone (--mic_id), a recording "
                     "replayed in real time (--input FILE) or raw 16 kHz s16le PCM on stdin (--input -). "
