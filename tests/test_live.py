@@ -237,8 +237,8 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
     assert "Chicago" in result.stdout  # plain committed lines when stdout is not a terminal
 
 
-@pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--soft_chunk_limit", "0"),
-                                         ("--hard_chunk_limit", "40"), ("--context_chars", "-1"),
+# Limits <= 0 (off) and hard limits over 30 s (taken as 30) are the original's values: tests/test_compat.py.
+@pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--context_chars", "-1"),
                                          ("--context_seconds", "31")])
 def test_live_cli_refuses_bad_segmentation_settings(flag, value, cli_env):
     result = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV), flag, value],

@@ -127,7 +127,7 @@ class WhisperDecoder:
             if not prefix_tokens:  # the prefix's own audio has no words of its own: it would look skipped
                 decoded = self._recover_skipped(items, decoded, tokenizer, prompt_tokens, options)
             decoded = self._check_repeats(items, decoded, tokenizer, prompt_tokens, options)
-            segments_in_batch = [piece for segment in decoded if segment for piece in split_at_sentences(segment)]
+            segments_in_batch = [piece for segment in decoded if segment for piece in at_resolution(segment, options)]
             segments.extend(segments_in_batch)
             if options.condition_on_previous_text and segments_in_batch:
                 last = segments_in_batch[-1]
@@ -148,7 +148,7 @@ class WhisperDecoder:
         decoded = self._recover_skipped(items, self._decode_batch(items, tokenizer, prompt_tokens, options),
                                         tokenizer, prompt_tokens, options)
         decoded = self._check_repeats(items, decoded, tokenizer, prompt_tokens, options)
-        return [split_at_sentences(segment) if segment else [] for segment in decoded]
+        return [at_resolution(segment, options) if segment else [] for segment in decoded]
 
     def language(self, audio: np.ndarray, first_chunk: Chunk, options: PipelineOptions) -> str:
         """The language to decode in: the option, English for English-only models, else detected."""
@@ -568,6 +568,11 @@ def chunks_from_regions(
 
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+
+
+def at_resolution(segment: Segment, options: PipelineOptions) -> list[Segment]:
+    """A decoded chunk's segment as the segments of ``options.segment_resolution``: its sentences, or itself."""
+    return split_at_sentences(segment) if options.segment_resolution == "sentence" else [segment]
 
 
 def split_at_sentences(segment: Segment) -> list[Segment]:

@@ -11,10 +11,16 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
 from whispersg.errors import OptionError
+from whispersg.languages import language_code
 
 
 def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optional[tuple] = None, group: str = "asr", **extra: Any) -> Any:
-    """A dataclass field carrying its CLI help text, extra flag spellings and allowed values."""
+    """A dataclass field carrying its CLI help text, extra flag spellings and allowed values.
+
+    Further metadata the CLIs read: ``cli=False`` (no flag), ``switch=(FLAG, when_true, when_false)``
+    (a ``FLAG True|False`` flag setting the option to one of two values), ``note`` (one warning a CLI
+    prints when the flag is given: what replaced what it did in the original WhisperSG or WhisperX).
+    """
     metadata = {"help": help, "flags": flags, "choices": choices, "group": group, **extra}
     return field(default=default, metadata=metadata)
 
@@ -30,7 +36,8 @@ class PipelineOptions:
         "default: whispersg_small.en, else small.en, else the built-in tiny.en",
         group="model",
     )
-    model_dir: Optional[str] = _opt(None, "model store folder (default: $WHISPERSG_MODEL_DIR, else ./models in a checkout, else ~/.cache/whispersg/models)", group="model")
+    model_dir: Optional[str] = _opt(None, "model store folder (default: $WHISPERSG_MODEL_DIR, else ./models in a checkout, else ~/.cache/whispersg/models)",
+                                    flags=("--cache_dir",), group="model")
     device: str = _opt("auto", "device for inference", choices=("auto", "cpu", "cuda"), group="model")
     device_index: int = _opt(0, "index of the CUDA device", group="model")
     compute_type: str = _opt(
@@ -38,6 +45,8 @@ class PipelineOptions:
         "CTranslate2 compute type; auto = int8 on CPU, float16 on CUDA",
         choices=("auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"),
         group="model",
+        # The original WhisperSG's and WhisperX's --fp16 True|False (their default True).
+        switch=("--fp16", "float16", "float32"),
     )
     threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model")
     batch_size: Optional[int] = _opt(
@@ -50,7 +59,8 @@ class PipelineOptions:
 
     # --- task ---
     task: str = _opt("transcribe", "transcribe speech, or translate it to English (multilingual models only)", choices=("transcribe", "translate"))
-    language: Optional[str] = _opt(None, "language spoken (e.g. en); default: en for English-only models, else detected")
+    language: Optional[str] = _opt(None, "language spoken, a code or a name in any case (en, English, ms, Malay); "
+                                   "default: en for English-only models, else detected")
 
     # --- voice activity detection ---
     vad_method: str = _opt("silero", "voice activity detector; none decodes the whole file", choices=("silero", "pyannote", "none"), group="vad")
@@ -94,6 +104,8 @@ class PipelineOptions:
     interpolate_method: str = _opt("nearest", "how words the aligner cannot time (numbers, symbols) get times",
                                    choices=("nearest", "linear", "ignore"), group="align")
     return_char_alignments: bool = _opt(False, "wav2vec2: include character timings in the JSON output", group="align")
+    segment_resolution: str = _opt("sentence", "split each decoded chunk's text into sentences (at their word times), "
+                                   "or keep one segment per chunk", choices=("sentence", "chunk"), group="align")
 
     # --- speaker diarization ---
     diarize: bool = _opt(False, "label speakers (offline, built-in models; needs the [diarize] extra)", group="diarize")
@@ -103,10 +115,20 @@ class PipelineOptions:
     max_speakers: Optional[int] = _opt(None, "at most this many speakers", group="diarize")
 
     # --- credentials (downloads only) ---
-    hf_token: Optional[str] = _opt(None, "Hugging Face token, used only by downloads; never logged", group="model", cli=False)
+    hf_token: Optional[str] = _opt(
+        None, "Hugging Face token, used only by downloads (whispersg models download --hf_token); never logged",
+        group="model",
+        note="--hf_token is not needed here: models and --diarize load offline from local folders; "
+             "'whispersg models download NAME --hf_token TOKEN' uses it for gated or private downloads",
+    )
 
     def validate(self) -> "PipelineOptions":
-        """Check values that argparse cannot; raise OptionError naming the flag and the fix."""
+        """Check values that argparse cannot; raise OptionError naming the flag and the fix.
+
+        Normalises what the original WhisperSG accepted: ``device=None`` (auto) and language names.
+        """
+        if self.device is None:
+            self.device = "auto"
         if self.vocab:
             from whispersg.vocab import load_vocabulary
 
@@ -132,12 +154,9 @@ class PipelineOptions:
         if self.vad_method not in ("silero", "pyannote", "none"):
             raise OptionError(f"--vad_method must be silero, pyannote or none (got {self.vad_method!r})")
         if self.language is not None:
-            from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-            if self.language not in _LANGUAGE_CODES:
-                raise OptionError(
-                    f"--language {self.language!r} is not a Whisper language code; use a code such as en, ms, zh, ta"
-                )
+            self.language = language_code(self.language)
+        if self.segment_resolution not in ("sentence", "chunk"):
+            raise OptionError(f"--segment_resolution must be sentence or chunk (got {self.segment_resolution!r})")
         if self.align_method == "wav2vec2" and not self.align_model:
             raise OptionError("--align_method wav2vec2 needs --align_model PATH (a local Wav2Vec2ForCTC folder)")
         if self.align_model and self.align_method != "wav2vec2":

@@ -9,11 +9,12 @@ takes a list of recordings and lets short ones share decoding batches.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
@@ -212,12 +213,12 @@ class WhisperSGPipeline:
     def _finish(self, samples, segments: list[Segment], opts: PipelineOptions, turns_future):
         """The stages after speech recognition: alignment, then speakers once diarization is done."""
         from whispersg.alignment import align
-        from whispersg.asr import split_at_sentences
+        from whispersg.asr import at_resolution
         from whispersg.speakers import assign_speakers
 
         if opts.align:
             segments = align(segments, samples, self._aligner(opts), opts.interpolate_method, opts.return_char_alignments)
-            segments = [piece for segment in segments for piece in split_at_sentences(segment)]
+            segments = [piece for segment in segments for piece in at_resolution(segment, opts)]
         turns = turns_future.result() if turns_future else []
         if turns:
             segments = assign_speakers(segments, turns)
@@ -286,6 +287,36 @@ class WhisperSGPipeline:
             return error
 
     __call__ = transcribe
+
+    # --- the original WhisperSG's methods, kept as thin wrappers over today's stages ---
+
+    def get_audio_data(self, audio: AudioSource):
+        """The original WhisperSG's loader: a path decoded to 16 kHz mono float32 (``whispersg.audio.load_audio``),
+        or an array as it is.  A missing or unreadable file raises AudioError instead of returning None."""
+        return load_audio(audio)
+
+    def do_alignment(self, transcription: Transcript, audio: AudioSource) -> Transcript:
+        """The original WhisperSG's alignment step.  ``transcribe()`` already times every word (``align=True``,
+        the default); this times the words of ``transcription`` again on ``audio`` with this pipeline's
+        ``align_method`` and ``segment_resolution``, and returns a new Transcript."""
+        segments, _ = self._finish(load_audio(audio), copy.deepcopy(transcription.segments),
+                                   self.options.updated(align=True), None)
+        return replace(transcription, segments=segments)
+
+    def do_diarization(self, transcription: Transcript, audio: AudioSource) -> Transcript:
+        """The original WhisperSG's diarization step (``transcribe()`` runs it with ``diarize=True``): speaker
+        turns of ``audio`` from this pipeline's diarizer, assigned to the words of ``transcription``; returns a
+        new Transcript with ``speaker_turns``."""
+        from whispersg.speakers import assign_speakers
+
+        opts = self.options.updated(diarize=True)
+        turns = self._diarizer(opts).diarize(load_audio(audio), opts.speaker_count())
+        segments = assign_speakers(copy.deepcopy(transcription.segments), turns)
+        return replace(transcription, segments=segments, speaker_turns=turns)
+
+    def print_transcription(self, transcription: Transcript, show_timestamps: bool = True) -> None:
+        """The original WhisperSG's method; today the module's ``print_transcription``."""
+        print_transcription(transcription, show_timestamps)
 
 
 @dataclass
@@ -416,7 +447,6 @@ def _offset_progress(progress, offset: float, piece_seconds: float, total: Optio
     """Progress of one block reported as progress through the whole file, with segment times made absolute."""
     if progress is None:
         return None
-    import copy
 
     def report(done: float, block_total: float, segments) -> None:
         fraction = done / block_total if block_total else 1.0

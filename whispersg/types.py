@@ -3,14 +3,16 @@
 The JSON produced by ``Transcript.to_dict()`` follows WhisperX's schema
 (``segments[].words[]`` with ``start``, ``end``, ``score`` and optional
 ``speaker``, plus ``word_segments`` and ``language``) so tools written for
-WhisperX output read ours unchanged.
+WhisperX output read ours unchanged.  The objects themselves can be read by those keys too
+(``result["segments"]``, ``segment["text"]``, ``word["start"]``), as WhisperX's and the original
+WhisperSG's ``transcribe()`` returned dicts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 
 # The shortest a word or segment is (one step of Whisper's timing, 20 ms): none has end <= start.
@@ -21,13 +23,48 @@ def _rounded(value: Optional[float], digits: int = 3) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
 
+def _present(value: Any) -> bool:
+    """Whether ``to_dict()`` writes a value: not None, and not an empty list."""
+    return value is not None and not (isinstance(value, list) and not value)
+
+
 def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``data`` that are fields of dataclass ``cls`` (extra keys are ignored)."""
     return {f.name: data[f.name] for f in fields(cls) if f.name in data}
 
 
+class WhisperXKeys:
+    """Read access by the keys of ``to_dict()`` (WhisperX's result dicts), for code written against
+    WhisperX or the original WhisperSG: ``obj[key]``, ``obj.get(key)``, ``key in obj``, ``keys()``,
+    ``items()`` and ``dict(obj)``.  A key is present when ``to_dict()`` has it (``speaker`` only when
+    diarized, ``start`` only on timed words), and its value is the attribute itself, not rounded."""
+
+    _keys: ClassVar[dict[str, str]]  # WhisperX key → attribute
+    _always: ClassVar[frozenset[str]]  # keys present even when their value is None or empty
+
+    def keys(self) -> list[str]:
+        return [key for key, name in self._keys.items() if key in self._always or _present(getattr(self, name))]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, self._keys[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, self[key]) for key in self.keys()]
+
+    def values(self) -> list[Any]:
+        return [self[key] for key in self.keys()]
+
+
 @dataclass
-class Word:
+class Word(WhisperXKeys):
     """One word with its time span (seconds) and a confidence score in [0, 1]."""
 
     word: str
@@ -35,6 +72,9 @@ class Word:
     end: Optional[float] = None
     score: Optional[float] = None
     speaker: Optional[str] = None
+
+    _keys = {"word": "word", "start": "start", "end": "end", "score": "score", "speaker": "speaker"}
+    _always = frozenset({"word"})
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"word": self.word}
@@ -54,7 +94,7 @@ class Word:
 
 
 @dataclass
-class Segment:
+class Segment(WhisperXKeys):
     """A stretch of speech: text, span, optional words and speaker, decoder statistics."""
 
     start: float
@@ -67,6 +107,10 @@ class Segment:
     compression_ratio: Optional[float] = None
     temperature: Optional[float] = None
     chars: Optional[list[dict[str, Any]]] = None  # character timings (wav2vec2 alignment, on request)
+
+    _keys = {name: name for name in ("start", "end", "text", "words", "speaker", "avg_logprob", "no_speech_prob",
+                                     "compression_ratio", "temperature", "chars")}
+    _always = frozenset({"start", "end", "text", "words"})
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,14 +208,18 @@ class SpeakerTurn:
 
 
 @dataclass
-class Transcript:
-    """The result of transcribing one recording."""
+class Transcript(WhisperXKeys):
+    """The result of transcribing one recording.  Iterating it gives its segments (not its keys)."""
 
     segments: list[Segment]
     language: str = "en"
     duration: float = 0.0
     speaker_turns: list[SpeakerTurn] = field(default_factory=list)
     source: Optional[str] = None
+
+    _keys = {"segments": "segments", "word_segments": "words", "language": "language", "duration": "duration",
+             "speaker_turns": "speaker_turns", "source": "source"}
+    _always = frozenset({"segments", "word_segments", "language", "duration"})
 
     @property
     def text(self) -> str:

@@ -1,4 +1,4 @@
-"""Output writers: txt, srt, vtt, tsv, json and rttm, each written atomically.
+"""Output writers: txt, srt, vtt, tsv, json, rttm and aud (Audacity labels), each written atomically.
 
 Every writer renders the whole file in memory, writes it to a temporary file
 beside the target and renames it into place, so an interrupted run never
@@ -21,7 +21,7 @@ from whispersg.errors import OptionError, OutputError
 from whispersg.types import Segment, SpeakerTurn, Transcript, Word
 
 TEXT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
-ALL_FORMATS = (*TEXT_FORMATS, "rttm")
+ALL_FORMATS = (*TEXT_FORMATS, "rttm", "aud")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,15 @@ def render_tsv(transcript: Transcript, **_: object) -> str:
         text = _speaker_prefix(segment.speaker) + _one_line(segment.text)
         lines.append(f"{int(round(segment.start * 1000))}\t{int(round(segment.end * 1000))}\t{text}")
     return "\n".join(lines) + "\n"
+
+
+def render_aud(transcript: Transcript, **_: object) -> str:
+    """Audacity's label track format (seconds, tab-separated), as the original WhisperSG's ``-f aud`` wrote it."""
+    lines = []
+    for segment in transcript.segments:
+        speaker = f"[[{segment.speaker}]]" if segment.speaker else ""
+        lines.append(f"{segment.start:.3f}\t{segment.end:.3f}\t{speaker}{_one_line(segment.text)}")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def render_json(transcript: Transcript, **_: object) -> str:
@@ -175,6 +184,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "tsv": render_tsv,
     "json": render_json,
     "rttm": render_rttm,
+    "aud": render_aud,
 }
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from dataclasses import MISSING, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from whispersg.options import PipelineOptions
 
@@ -19,6 +19,46 @@ GROUP_TITLES = {
     "align": "word timestamps",
     "diarize": "speaker diarization",
 }
+
+BOOLEAN_WORDS = {"true": True, "false": False}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that also takes on/off flags in the original WhisperSG's and WhisperX's spelling,
+    ``--flag True|False`` (their str2bool flags), as well as ``--flag`` and ``--no_flag``."""
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
+        given = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self._spell_booleans(given), namespace)
+
+    def _spell_booleans(self, argv: list[str]) -> list[str]:
+        """``--flag True`` → ``--flag``; ``--flag False`` → ``--no_flag``, or nothing where off is the default."""
+        switches = {name: action for action in self._actions if isinstance(action, argparse._StoreConstAction)
+                    and isinstance(action.const, bool) for name in action.option_strings}
+        out: list[str] = []
+        index = 0
+        while index < len(argv):
+            token = argv[index]
+            if token == "--":  # everything after it is an input
+                return out + argv[index:]
+            name, _, inline = token.partition("=")
+            action = switches.get(name)
+            value = inline if inline else argv[index + 1] if action and index + 1 < len(argv) else ""
+            if action is None or value.lower() not in BOOLEAN_WORDS:
+                out.append(token)
+                index += 1
+                continue
+            wanted = BOOLEAN_WORDS[value.lower()]
+            same = [a for a in switches.values() if a.dest == action.dest and a.const is wanted]
+            if same:
+                out.append(same[0].option_strings[0])
+            elif action.default != wanted:
+                out.append(token)  # no way to say it: argparse reports the value it cannot take
+                index += 1
+                continue
+            index += 1 if inline else 2
+        return out
 
 
 def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -33,6 +73,16 @@ def _field_type(annotation: str) -> Callable[[str], Any]:
     base = annotation.replace("Optional[", "").rstrip("]")
     convert: Callable[[str], Any] = {"int": int, "float": float}.get(base, str)
     return _none_or(convert) if annotation.startswith("Optional[") else convert
+
+
+def _switch_value(flag: str, when_true: str, when_false: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in BOOLEAN_WORDS:
+            raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+        return when_true if BOOLEAN_WORDS[text.lower()] else when_false
+
+    parse.__name__ = flag
+    return parse
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
@@ -58,6 +108,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, exclude: frozenset[s
         suffix = f" (default: {default})" if default is not None else ""
         group.add_argument(*names, dest=option.name, type=_field_type(str(option.type)), default=None,
                            choices=meta.get("choices"), help=help_text + suffix)
+        if meta.get("switch"):
+            flag, when_true, when_false = meta["switch"]
+            group.add_argument(flag, dest=option.name, type=_switch_value(flag, when_true, when_false), default=None,
+                               metavar="True|False", help=f"--{option.name} {when_true} (True) or {when_false} (False)")
 
 
 def options_from_args(args: argparse.Namespace, base: Optional[PipelineOptions] = None) -> PipelineOptions:
@@ -69,6 +123,9 @@ def options_from_args(args: argparse.Namespace, base: Optional[PipelineOptions] 
         for option in fields(PipelineOptions)
         if getattr(args, option.name, None) is not None
     }
+    for option in fields(PipelineOptions):
+        if option.name in given and option.metadata.get("note"):
+            logger.warning(option.metadata["note"])
     return build_options(base, **given)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.cli.common import (
+    ArgumentParser,
     add_logging_arguments,
     add_pipeline_arguments,
     microphone_choice,
@@ -27,7 +29,7 @@ from whispersg.cli.common import (
 # Live --diarize clusters speakers online with the embedded models (no pyannote pipeline, no minimum count).
 NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "chunk_context", "min_speech_duration",
                       "min_silence_duration", "speech_pad", "batch_size", "condition_on_previous_text",
-                      "diarize_model", "min_speakers"})
+                      "diarize_model", "min_speakers", "segment_resolution"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from whispersg.live.transcriber import DENSE_SHORTENING, FORCE_RIGHT_CONTEXT, LiveSettings
 
     defaults = LiveSettings()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="whispersg_live",
         description="Transcribe speech as it is spoken, offline: from a microphone (--mic_id), a recording "
                     "replayed in real time (--input FILE) or raw 16 kHz s16le PCM on stdin (--input -). "
@@ -47,14 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--speed", type=float, default=1.0, help="replay speed of --input FILE (0 = as fast as possible; default 1)")
     live = parser.add_argument_group("segmentation")
     live.add_argument("--soft_chunk_limit", type=float, default=defaults.soft_chunk_limit,
-                      help="after this many seconds, cut the chunk at the next short pause (default %(default)s)")
+                      help="after this many seconds, cut the chunk at the next short pause; <=0 disables "
+                           "(default %(default)s)")
     live.add_argument("--hard_chunk_limit", type=float, default=defaults.hard_chunk_limit,
-                      help="cut the chunk now, at its quietest point, when it reaches this length (at most 30); "
-                           "<=0 disables (default %(default)s)")
+                      help="cut the chunk now, at its quietest point, when it reaches this length (over 30, "
+                           "Whisper's window, counts as 30); <=0 disables (default %(default)s)")
     live.add_argument("--silence_duration", type=float, default=defaults.silence_duration,
                       help="pause (s) that ends an utterance and commits it (default %(default)s)")
     live.add_argument("--vad_threshold", type=float, default=defaults.vad_threshold,
                       help="speech probability threshold of the streaming VAD (default %(default)s)")
+    live.add_argument("--silence_threshold", type=float, default=None, metavar="RMS",
+                      help="the original WhisperSG's loudness of silence; not used: the streaming VAD finds "
+                           "silence (tune --vad_threshold)")
     live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
                       help="commit words at most about this long after they end (plus computing time), even ones "
                            f"the model is unsure of, and {DENSE_SHORTENING:g} s sooner in fast, unbroken speech (where "
@@ -87,6 +93,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     setup_logging(args)
+    if args.silence_threshold is not None:
+        # An RMS level has no counterpart in a speech probability, so it is not converted.
+        logging.getLogger("whispersg").warning(
+            "--silence_threshold is not used: a Silero VAD, not a loudness level, finds silence now; "
+            "tune --vad_threshold (speech probability, default %g) instead", args.vad_threshold)
     return run_main(lambda: _run(args), debug=wants_debug(argv))
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import Optional
 
 from whispersg.cli.common import (
+    ArgumentParser,
     add_logging_arguments,
     add_pipeline_arguments,
     options_from_args,
@@ -24,7 +25,7 @@ API_KEY_ENV = "WHISPERSG_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="whispersg serve",
         description="Serve transcription on this machine: an OpenAI-compatible HTTP API (/v1/audio/transcriptions, "
                     "/v1/audio/translations, /v1/models), live transcription over a WebSocket (/v1/realtime) and a "

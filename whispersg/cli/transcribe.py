@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.cli.common import (
+    ArgumentParser,
     add_logging_arguments,
     add_pipeline_arguments,
     microphone_choice,
@@ -25,12 +26,12 @@ from whispersg.cli.common import (
     wants_debug,
 )
 
-OUTPUT_FORMAT_CHOICES = ("all", "txt", "srt", "vtt", "tsv", "json", "rttm")
+OUTPUT_FORMAT_CHOICES = ("all", "txt", "srt", "vtt", "tsv", "json", "rttm", "aud")
 SUBCOMMANDS = ("models", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="whispersg",
         description=(
             "Transcribe recordings offline with Whisper tuned for Singaporean English: voice activity detection, "
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the output files (default: output)")
     out.add_argument("-f", "--output_format", default="all", choices=OUTPUT_FORMAT_CHOICES,
-                     help="format of the output files; all = txt, srt, vtt, tsv and json (default: all)")
+                     help="format of the output files; all = txt, srt, vtt, tsv and json; aud = Audacity labels "
+                          "(default: all)")
     out.add_argument("--max_line_width", type=int, default=None,
                      help="srt/vtt: wrap subtitle lines at this many characters")
     out.add_argument("--max_line_count", type=int, default=None,
@@ -52,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="srt/vtt: underline each word as it is spoken")
     out.add_argument("--skip_existing", action="store_true",
                      help="skip inputs whose output files all exist already (resume a batch)")
+    # The original WhisperSG wrote files only with --save_results; they are always written now.
+    out.add_argument("--save_results", action="store_true", help=argparse.SUPPRESS)
+    out.add_argument("--print_progress", action="store_const", const=True, default=None,
+                     help="the original WhisperSG's progress switch: progress bars are shown on stderr unless --quiet")
+    out.add_argument("--no_print_progress", dest="print_progress", action="store_const", const=False,
+                     help=argparse.SUPPRESS)
     mic = parser.add_argument_group("record from a microphone, then transcribe")
     mic.add_argument("--mic_id", default=None,
                      help="record from this PyAudio input device until Enter or Ctrl-C, then transcribe the recording "
@@ -94,6 +102,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     setup_logging(args)
+    if args.print_progress is False:
+        logging.getLogger("whispersg").warning("--print_progress False: progress bars are always shown on stderr; "
+                                               "--quiet hides them (and all but errors and warnings)")
     return run_main(lambda: _transcribe_all(args), debug=wants_debug(argv))
 
 

@@ -61,9 +61,11 @@ class Cut:
 class ChunkSegmenter:
     """Holds the open chunk and decides when and where to cut it."""
 
-    def __init__(self, soft_limit: float, hard_limit: float, silence_duration: float, threshold: float = 0.5) -> None:
+    def __init__(self, soft_limit: Optional[float], hard_limit: Optional[float], silence_duration: float,
+                 threshold: float = 0.5) -> None:
         # Defaults live in LiveSettings (whispersg.live.transcriber), the one place the CLI reads them from.
-        self.soft_limit = soft_limit
+        # A limit that is None or <= 0 is off.
+        self.soft_limit = soft_limit if soft_limit and soft_limit > 0 else None
         self.hard_limit = hard_limit if hard_limit and hard_limit > 0 else None
         self.silence_duration = silence_duration
         self.threshold = threshold
@@ -102,7 +104,7 @@ class ChunkSegmenter:
         scored_end = len(self._probabilities) * WINDOW
         if pause >= self.silence_duration:
             return Cut(scored_end - int((pause - min(KEEP_SILENCE, pause / 2)) * SAMPLE_RATE), "pause")
-        if self.duration >= self.soft_limit and pause >= SOFT_PAUSE:
+        if self.soft_limit and self.duration >= self.soft_limit and pause >= SOFT_PAUSE:
             return Cut(scored_end - int(pause / 2 * SAMPLE_RATE), "soft limit")
         if self.hard_limit and self.duration >= self.hard_limit:
             return Cut(self._quietest_point_in_last_second(), "hard limit")

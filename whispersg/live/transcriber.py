@@ -80,6 +80,7 @@ INTERIM_SEARCH = {**GREEDY, "temperature_increment_on_fallback": 0}  # see _inte
 # commits behind it for 13 s (twice in a 30-min real-time run: its two slowest minutes).
 TOKENS_PER_SECOND = 8
 TOKEN_SLACK = 12
+WHISPER_WINDOW = 30.0  # s of audio Whisper hears at once: the longest chunk worth cutting by the hard limit
 HISTORY_CHUNKS = 64  # committed chunks remembered (their text, for the prompt; audio only while it may be context)
 
 
@@ -88,8 +89,9 @@ class LiveSettings:
     # Measured with benchmarks/live.py (5.3 min of eval clips in real time, tiny.en, 2 threads): the
     # original 15 s / 30 s limits gave commit latency median 7.1 s (p95 20.7 s) and live WER 1.14×
     # offline; 4 s / 12 s give 3.9 s (p95 10.1 s) and 0.98×: short chunks cut in pauses lose no accuracy.
-    soft_chunk_limit: float = 4.0
-    hard_chunk_limit: float = 12.0
+    # A limit <= 0 (or None) is off, as in the original; a hard limit over 30 s is taken as 30.
+    soft_chunk_limit: Optional[float] = 4.0
+    hard_chunk_limit: Optional[float] = 12.0
     silence_duration: float = 0.6
     vad_threshold: float = 0.5
     # Words the interims never agree on with confidence do not wait for their chunk's end: once the
@@ -127,10 +129,15 @@ class LiveSettings:
         # The one check for every caller (CLI, realtime WebSocket, library): 0 turns the delay off.
         from whispersg.errors import OptionError
 
-        if not self.soft_chunk_limit > 0:
-            raise OptionError(f"--soft_chunk_limit must be positive (got {self.soft_chunk_limit})")
-        if self.hard_chunk_limit > 30:
-            raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {self.hard_chunk_limit})")
+        if self.soft_chunk_limit is not None and self.soft_chunk_limit <= 0:
+            self.soft_chunk_limit = None
+        if self.hard_chunk_limit is not None and self.hard_chunk_limit <= 0:
+            self.hard_chunk_limit = None
+        if self.hard_chunk_limit is not None and self.hard_chunk_limit > WHISPER_WINDOW:
+            logger.warning("--hard_chunk_limit %g is longer than Whisper's %g s window; using %g, as a longer chunk "
+                           "would be decoded as several windows cut blindly instead of at its quietest point",
+                           self.hard_chunk_limit, WHISPER_WINDOW, WHISPER_WINDOW)
+            self.hard_chunk_limit = WHISPER_WINDOW
         if self.max_commit_delay is not None:
             if not self.max_commit_delay >= 0:
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "

@@ -6,7 +6,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer KEY`` when an API key is 
   fields (``file``, ``model``, ``language``, ``prompt``, ``response_format``,
   ``timestamp_granularities[]``, ``temperature``) plus ``diarize``, ``num_speakers``,
   ``min_speakers``, ``max_speakers`` and ``formats`` (extra files in verbose_json);
-- ``GET /v1/models``: the model served (``whisper-1`` is accepted as its alias);
+- ``GET /v1/models``: the model served (``whisper-1`` and ``whispersg`` are accepted as its aliases);
 - ``WS /v1/realtime``: live transcription (see ``whispersg.serve.realtime``); browsers,
   which cannot set headers on a WebSocket, pass the key as ``?api_key=``;
 - ``GET /health``: status, queue and limits (no key needed, no data in it);
@@ -41,7 +41,8 @@ from whispersg.serve.responses import FILE_FORMATS, RESPONSE_FORMATS, TEXT_MEDIA
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MODEL_ALIASES = ("whisper-1", "default", "")
+# OpenAI's model name, our own name (the original WhisperSG's clients send it) and none at all.
+MODEL_ALIASES = ("whisper-1", "whispersg", "default", "")
 MEGABYTE = 1024 * 1024
 
 
@@ -280,7 +281,7 @@ def _check_model(pipeline, requested: str) -> None:
     if requested in MODEL_ALIASES or requested == pipeline.model_name or requested == str(pipeline.model.path):
         return
     raise ApiError(404, f"model {requested!r} is not served here; this server runs {pipeline.model_name!r} "
-                   f"(also accepted as 'whisper-1')", code="model_not_found", param="model")
+                   f"(also accepted as 'whisper-1' or 'whispersg')", code="model_not_found", param="model")
 
 
 def _model_card(pipeline) -> dict[str, Any]:
