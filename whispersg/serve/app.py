@@ -205,10 +205,9 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
 
 def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: dict[str, Any]):
     """Copy the upload to a private temporary file (PyAV streams long files from disk) and transcribe it."""
-    suffix = Path(filename).suffix
-    suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 8 else ""
     with tempfile.TemporaryDirectory(prefix="whispersg-serve-") as folder:
-        path = Path(folder) / f"upload{suffix}"
+        # No suffix from the client: FFmpeg picks some demuxers (an .m3u8 playlist) by the name alone.
+        path = Path(folder) / "upload"
         upload.file.seek(0)
         with open(path, "wb") as stored:
             shutil.copyfileobj(upload.file, stored, 1 << 20)
