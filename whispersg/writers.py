@@ -216,6 +216,34 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_output_folder(folder: str | Path, marker: str, overwrite: bool, what: str, flag: str = "--overwrite") -> bool:
+    """Refuse an output folder this tool did not create: it must be new, empty, or hold an earlier ``what`` (its
+    ``marker`` file) and ``overwrite`` must be given.  Returns whether an earlier result is to be replaced."""
+    folder = Path(folder)
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder; choose a new output folder")
+    if not any(folder.iterdir()):
+        return False
+    if not (folder / marker).is_file():
+        raise OutputError(f"{folder}: exists and does not hold an earlier {what} (no {marker}); nothing was changed; "
+                          "choose a new or empty output folder")
+    if not overwrite:
+        raise OutputError(f"{folder}: holds an earlier {what}; pass {flag} to replace it, or choose another output folder")
+    return True
+
+
+def remove_replaced_folder(folder: Path, marker: str) -> None:
+    """Remove ``folder`` before a new result takes its place: only an earlier result of ours, or an empty folder."""
+    import shutil
+
+    if (folder / marker).is_file():
+        shutil.rmtree(folder)
+    elif folder.exists():
+        folder.rmdir()  # fails on anything not empty: never delete what we did not write
+
+
 def _output_error(path: Path, error: OSError) -> OutputError:
     if error.errno == errno.ENOSPC:
         return OutputError(f"{path}: no space left on the device; free some space or pass another --output_dir")
