@@ -101,7 +101,7 @@ def test_subtitle_flags_shape_the_srt(cli_env, tmp_path):
 
 def test_bad_option_values_are_one_line_errors(cli_env, tmp_path):
     for args, message in [
-        (["--batch_size", "-2"], "--batch_size must be a positive integer"),
+        (["--batch_size", "-2"], "--batch_size must be an integer >= 1"),
         (["--language", "xx"], "is not a Whisper language code"),
         (["--task", "translate"], "English-only"),
         (["--model", str(tmp_path / "nope")], "does not exist"),

@@ -132,7 +132,7 @@ class LiveSettings:
         if self.hard_chunk_limit > 30:
             raise OptionError(f"--hard_chunk_limit must be at most 30 s, Whisper's window (got {self.hard_chunk_limit})")
         if self.max_commit_delay is not None:
-            if not self.max_commit_delay >= 0:
+            if not 0 <= self.max_commit_delay < math.inf:  # also refuses nan
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
                                   f"(got {self.max_commit_delay!r})")
             self.max_commit_delay = self.max_commit_delay or None

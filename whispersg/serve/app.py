@@ -259,7 +259,11 @@ def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], 
     if _flag(query.get("diarize")):
         from whispersg.live.speakers import OnlineSpeakers
 
-        maximum = int(query["max_speakers"]) if query.get("max_speakers", "").isdigit() else None
+        try:
+            maximum = int(query["max_speakers"]) if query.get("max_speakers") else None
+        except ValueError:  # isdigit() took "²", which int() refuses
+            raise OptionError(f"max_speakers must be a whole number >= 1 (got {query['max_speakers']!r})") from None
+        pipeline.options_for(max_speakers=maximum)  # the range check every entry point shares
         speakers = OnlineSpeakers(pipeline.speaker_embedder(), max_speakers=maximum)
     return overrides, speakers, live_settings
 
