@@ -46,7 +46,7 @@ def _write_prepared(what: str, output_dir: str, examples, report) -> int:
 
     write_interchange(output_dir, examples)
     atomic_write_text(Path(output_dir) / PREPARED_MARKER, json.dumps({"corpus": what, "report": report.summary()}) + "\n")
-    stderr_console().print(f"{what}: {report.summary()} → {Path(output_dir)}")
+    stderr_console().print(f"{what}: {report.summary()} → {Path(output_dir)}", markup=False)
     return 0
 
 
@@ -185,7 +185,7 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
         skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(result.skipped.items())) or "none"
         stderr_console().print(
             f"saved {result.train} train + {result.test} test examples to {result.output} "
-            f"({result.dataset_bytes / 1e6:.1f} MB, {result.size_ratio:.2f}× the audio); skipped: {skipped}"
+            f"({result.dataset_bytes / 1e6:.1f} MB, {result.size_ratio:.2f}× the audio); skipped: {skipped}", markup=False
         )
         return 0
 

@@ -54,6 +54,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.errors import OptionError, missing_extra
 
@@ -83,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(pipeline, settings)
     if not args.quiet:
         shown_host = f"[{args.host}]" if ":" in args.host else args.host
-        console.print(f"serving [bold]{pipeline.model_name}[/] on http://{shown_host}:{args.port}/ "
+        console.print(f"serving [bold]{escape(pipeline.model_name)}[/] on http://{shown_host}:{args.port}/ "
                       f"(API under /v1{', API key required' if api_key else ''}); Ctrl-C stops", highlight=False)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             console.print("[yellow]warning:[/] listening beyond this machine without --api_key: anyone who can "

@@ -136,7 +136,8 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
             recording.write(block)
         recording.close()
     if not args.quiet:
-        console.print(f"recorded {seconds:.1f} s" + (f" to {recording.path}" if args.save_recording else ""), highlight=False)
+        console.print(f"recorded {seconds:.1f} s" + (f" to {recording.path}" if args.save_recording else ""), highlight=False,
+                      markup=False)
     return recording.path
 
 
@@ -196,6 +197,8 @@ def _transcribe_all(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(options, quiet: bool):
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.pipeline import WhisperSGPipeline
 
@@ -203,7 +206,7 @@ def _load_pipeline(options, quiet: bool):
     with console.status("loading model…", spinner="dots") if not quiet else contextlib.nullcontext():
         pipeline = WhisperSGPipeline(options)
     if not quiet:
-        console.print(f"model [bold]{pipeline.model_name}[/] ({pipeline.model.path})", highlight=False)
+        console.print(f"model [bold]{escape(pipeline.model_name)}[/] ({escape(str(pipeline.model.path))})", highlight=False)
     return pipeline
 
 
@@ -222,6 +225,7 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
 
 
 def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool) -> None:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from whispersg.console import print_error, stderr_console
@@ -244,7 +248,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
 
     def file_task(path: Path):
         if path not in file_tasks:
-            file_tasks[path] = progress.add_task(_short_name(path), total=1.0)
+            file_tasks[path] = progress.add_task(escape(_short_name(path)), total=1.0)  # names are not markup
         return file_tasks[path]
 
     def on_progress(path: Path, done: float, total: float, segments) -> None:
@@ -280,7 +284,8 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
                 report.done.append(path)
                 report.audio_seconds += result.duration
                 if not quiet:
-                    stderr_console().print(f"[green]✓[/] {path} → {', '.join(str(t) for t in targets)}", highlight=False)
+                    stderr_console().print(f"[green]✓[/] {escape(str(path))} → {escape(', '.join(str(t) for t in targets))}",
+                                           highlight=False)
             if path in file_tasks:
                 progress.remove_task(file_tasks.pop(path))
             progress.advance(overall)

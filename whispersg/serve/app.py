@@ -293,8 +293,9 @@ def _model_card(pipeline) -> dict[str, Any]:
 def _key_matches(expected: Optional[str], authorization: Optional[str]) -> bool:
     if expected is None:
         return True
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(given.encode(), expected.encode())
+    scheme, _, given = (authorization or "").partition(" ")
+    # The scheme is part of the header's contract: a bare key is refused (as by OpenAI's servers).
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 def _version() -> str:
