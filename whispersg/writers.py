@@ -216,6 +216,33 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+SOURCES_FILE = ".whispersg_sources"  # JSON, but not matched by a *.json glob over the transcripts
+
+
+def source_identity(path: Path) -> dict:
+    """What makes an input the same source on a later run: its resolved path, size and modification time."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def read_output_sources(folder: Path) -> dict[str, dict]:
+    """The source of each output stem written in ``folder`` (stem -> source_identity); empty when none is recorded."""
+    try:
+        records = json.loads((folder / SOURCES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no record (a new folder, or outputs of an earlier version): nothing to protect or resume
+    if not isinstance(records, dict):
+        return {}
+    return {stem: r for stem, r in records.items() if isinstance(r, dict) and isinstance(r.get("path"), str)}
+
+
+def record_output_source(folder: Path, stem: str, identity: dict) -> None:
+    """Remember that ``stem``'s outputs in ``folder`` were written from ``identity`` (read again, so runs merge)."""
+    records = read_output_sources(folder)
+    records[stem] = identity
+    atomic_write_text(folder / SOURCES_FILE, json.dumps(records, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+
+
 def check_output_folder(folder: str | Path, marker: str, overwrite: bool, what: str, flag: str = "--overwrite") -> bool:
     """Refuse an output folder this tool did not create: it must be new, empty, or hold an earlier ``what`` (its
     ``marker`` file) and ``overwrite`` must be given.  Returns whether an earlier result is to be replaced."""

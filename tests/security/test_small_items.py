@@ -32,4 +32,4 @@ def test_a_file_named_like_markup_is_transcribed_with_the_rest_of_the_batch(cli_
                              "--no_align"], capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "MarkupError" not in result.stderr and "[/i].wav" in result.stderr and "[bold]x.wav" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["[bold]x.txt", "i].txt"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("[!.]*")) == ["[bold]x.txt", "i].txt"]

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--highlight_words", action="store_true",
                      help="srt/vtt: underline each word as it is spoken")
     out.add_argument("--skip_existing", action="store_true",
-                     help="skip inputs whose output files all exist already (resume a batch)")
+                     help="skip inputs whose output files all exist already, written from the same source file (resume a batch)")
     mic = parser.add_argument_group("record from a microphone, then transcribe")
     mic.add_argument("--mic_id", default=None,
                      help="record from this PyAudio input device until Enter or Ctrl-C, then transcribe the recording "
@@ -153,6 +153,7 @@ def _transcribe_all(args: argparse.Namespace) -> int:
     from whispersg.console import print_error, print_warning, stderr_console
     from whispersg.errors import OptionError
     from whispersg.inputs import collect_inputs, output_stems
+    from whispersg.writers import read_output_sources, record_output_source, source_identity
 
     if args.max_line_count and not args.max_line_width:
         raise OptionError("--max_line_count needs --max_line_width")
@@ -173,14 +174,20 @@ def _transcribe_all(args: argparse.Namespace) -> int:
         report.failed.append((path, message))
     output_dir = Path(args.output_dir)
     formats = formats_for(args)
-    stems = output_stems(inputs)
+    recorded = read_output_sources(output_dir)
+    stems = output_stems(inputs, {stem: record["path"] for stem, record in recorded.items()})
     pending = []
+    sources: dict[Path, tuple[str, dict]] = {}
     for path in inputs:
         targets = [output_dir / f"{stems[path]}.{fmt}" for fmt in formats]
-        if args.skip_existing and all(t.exists() for t in targets):
+        identity = source_identity(path)
+        earlier = recorded.get(stems[path])
+        # Outputs without a record (an earlier version wrote them) count as done, as they always did.
+        if args.skip_existing and all(t.exists() for t in targets) and earlier in (None, identity):
             report.skipped.append(path)
         else:
             pending.append((path, targets))
+            sources[path] = (stems[path], identity)
     if pending:
         pipeline = _load_pipeline(options, args.quiet)
         writer_options = {
@@ -188,7 +195,8 @@ def _transcribe_all(args: argparse.Namespace) -> int:
             "max_line_count": args.max_line_count,
             "highlight_words": args.highlight_words,
         }
-        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug)
+        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug,
+                   record=lambda path: record_output_source(output_dir, *sources[path]))
     for path in report.skipped:
         if not args.quiet:
             print_warning(f"{path}: outputs exist, skipped (--skip_existing)")
@@ -224,7 +232,7 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
         raise
 
 
-def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool) -> None:
+def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool, record) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -271,6 +279,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
                     for segment in result.segments:
                         print(format_segment_line(segment), flush=True)
                 _write_all_or_none(result, targets, writer_options)
+                record(path)
             except Exception as error:  # one bad file must not stop the batch
                 if isinstance(error, WhisperSGError):
                     message = str(error)
