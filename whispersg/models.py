@@ -219,6 +219,10 @@ def load_whisper(
             f"model in {model.path} could not be loaded ({message}); "
             f"the files may be truncated or not a CTranslate2 Whisper model: re-download or re-convert it"
         ) from error
+    except Exception as error:  # tokenizers raises a bare Exception for a garbage tokenizer.json
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"model in {model.path} could not be loaded: its tokenizer.json is unreadable ({message}); "
+                         "re-download or re-convert the model") from error
     if not (model.path / PREPROCESSOR_FILE).is_file():
         # Without a preprocessor config faster-whisper assumes 80 mel bins; large-v3 needs 128.
         whisper.feature_extractor = FeatureExtractor(feature_size=whisper.model.n_mels)

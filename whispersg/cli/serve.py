@@ -81,7 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
                       f"set {API_KEY_ENV} instead", highlight=False)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(api_key=api_key, workers=args.workers, max_queue=args.max_queue,
-                             max_upload_mb=args.max_upload_mb, max_live_sessions=args.max_live_sessions)
+                             max_upload_mb=args.max_upload_mb, max_live_sessions=args.max_live_sessions,
+                             bind=(args.host, args.port))
     app = create_app(pipeline, settings)
     if not args.quiet:
         shown_host = f"[{args.host}]" if ":" in args.host else args.host

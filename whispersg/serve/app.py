@@ -52,6 +52,8 @@ class ServeSettings:
     max_queue: int = 8  # transcriptions waiting beyond those; more are refused with 429
     max_upload_mb: float = 200.0
     max_live_sessions: int = 2
+    live_idle_seconds: float = 60.0  # a live session that sends nothing for this long is ended (a tab left open)
+    bind: Optional[tuple[str, int]] = None  # (host, port) served; without a key, requests must name it as Host
 
     @property
     def max_upload_bytes(self) -> int:
@@ -83,9 +85,13 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
         yield
         queue.close()
 
-    app = FastAPI(title="WhisperSG", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
+    # The schema is served below, behind the key like /v1.
+    app = FastAPI(title="WhisperSG", version=_version(), docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.pipeline, app.state.settings, app.state.queue = pipeline, settings, queue
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is None and settings.bind is not None:
+        app.add_middleware(HostCheck, host=settings.bind[0], port=settings.bind[1])
     _map_pipeline_errors(app)
 
     @app.exception_handler(HTTPException)
@@ -122,7 +128,12 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
     async def translations(request: Request) -> Response:
         return await _transcribe_request(request, pipeline, queue, task="translate")
 
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     app.include_router(api)
+    app.add_api_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False,
+                      dependencies=[Depends(require_key)])
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -146,7 +157,7 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
             await websocket.close(code=1013)
             return
         try:
-            await run_session(websocket, pipeline, overrides, speakers, live_settings)
+            await run_session(websocket, pipeline, overrides, speakers, live_settings, settings.live_idle_seconds)
         finally:
             live.leave()
 
@@ -319,6 +330,49 @@ class _SessionCounter:
     def leave(self) -> None:
         with self._lock:
             self.active -= 1
+
+
+class HostCheck:
+    """Without a key, answer only requests addressed to this server (its bound host, or localhost, on its port):
+    a page on another site that rebinds its own name to this machine sends its own name as Host."""
+
+    LOCAL = ("localhost", "127.0.0.1", "::1")
+
+    def __init__(self, app, host: str, port: int) -> None:
+        self.app, self.host, self.port = app, host.strip("[]").lower(), port
+
+    def allowed(self, header: str) -> bool:
+        import ipaddress
+
+        name, port = header.lower(), "80"  # no port in Host: the default one
+        if name.startswith("["):
+            name, _, rest = name[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else port
+        elif ":" in name:
+            name, port = name.rsplit(":", 1)
+        if self.port and port != str(self.port):
+            return False
+        if name == self.host or name in self.LOCAL:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        # Bound to every interface: any address of this machine; a name could be rebound, an address cannot.
+        return self.host in ("0.0.0.0", "::", "")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if not self.allowed(host):
+                message = (f"Host {host!r} is not this server; without an API key only requests to "
+                           f"{self.host}:{self.port} or localhost are answered (start the server with an API key to "
+                           "serve other names)")
+                if scope["type"] == "websocket":
+                    await receive()
+                    return await send({"type": "websocket.close", "code": 1008, "reason": "wrong Host"})
+                return await JSONResponse(error_body(message, code="wrong_host"), status_code=421)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class UploadLimit:
