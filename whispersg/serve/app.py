@@ -17,6 +17,7 @@ Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -52,6 +53,7 @@ class ServeSettings:
     max_queue: int = 8  # transcriptions waiting beyond those; more are refused with 429
     max_upload_mb: float = 200.0
     max_live_sessions: int = 2
+    upload_idle_seconds: float = 30.0  # an upload that sends nothing for this long is refused (408), its place freed
     live_idle_seconds: float = 60.0  # a live session that sends nothing for this long is ended (a tab left open)
     bind: Optional[tuple[str, int]] = None  # (host, port) served; without a key, requests must name it as Host
 
@@ -89,7 +91,7 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
     app = FastAPI(title="WhisperSG", version=_version(), docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.pipeline, app.state.settings, app.state.queue = pipeline, settings, queue
-    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, idle_seconds=settings.upload_idle_seconds)
     if settings.api_key is None and settings.bind is not None:
         app.add_middleware(HostCheck, host=settings.bind[0], port=settings.bind[1])
     _map_pipeline_errors(app)
@@ -176,6 +178,22 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
 
 
 async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task: str) -> Response:
+    try:
+        admission = queue.admit()  # before the body is read: a full server costs no upload, and uploads are bounded
+    except QueueFull:
+        raise _busy() from None
+    try:
+        return await _admitted_request(request, pipeline, admission, task)
+    finally:
+        admission.release()
+
+
+def _busy() -> ApiError:
+    return ApiError(429, "the server is busy: the transcription queue is full; try again shortly",
+                    kind="rate_limit_error", code="queue_full", headers={"Retry-After": "5"})
+
+
+async def _admitted_request(request: Request, pipeline, admission, task: str) -> Response:
     form = await request.form(max_files=1, max_fields=64)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -194,19 +212,20 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
     if set(file_formats) - set(FILE_FORMATS):
         raise ApiError(400, f"formats takes a comma-separated list of {', '.join(FILE_FORMATS)}", param="formats")
     overrides = _request_options(form, task)
-    pipeline.options_for(**overrides)  # bad options are refused without taking a place in the queue
+    pipeline.options_for(**overrides)  # bad options are refused before a job is queued
     filename = Path(upload.filename or "upload").name or "upload"
 
+    abandoned = threading.Event()
+
     def job():
-        return _transcribe_upload(pipeline, upload, filename, overrides)
+        return _transcribe_upload(pipeline, upload, filename, overrides, abandoned)
 
     try:
-        transcript = await queue.run(job)
-    except QueueFull:
-        raise ApiError(429, "the server is busy: the transcription queue is full; try again shortly",
-                       kind="rate_limit_error", code="queue_full", headers={"Retry-After": "5"}) from None
+        transcript = await _unless_client_leaves(request, admission.run(job), abandoned)
     finally:
         await upload.close()
+    if transcript is None:
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
     if response_format == "json":
         return JSONResponse({"text": transcript.text})
     if response_format == "verbose_json":
@@ -214,7 +233,36 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
     return PlainTextResponse(text_body(transcript, response_format), media_type=TEXT_MEDIA_TYPES[response_format])
 
 
-def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: dict[str, Any]):
+class _Abandoned(Exception):
+    """The client of a running job left; raised from the job's progress report to stop it."""
+
+
+async def _unless_client_leaves(request: Request, work, abandoned: threading.Event):
+    """Await ``work``; if the client disconnects first, cancel it and return None: a queued job gives its place
+    back at once, a running one stops at its next progress report."""
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if job.done():
+        return job.result()
+    abandoned.set()
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError, _Abandoned):
+        await job
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is read: the next message the server gets for this request is the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: dict[str, Any],
+                       abandoned: threading.Event):
     """Copy the upload to a private temporary file (PyAV streams long files from disk) and transcribe it."""
     with tempfile.TemporaryDirectory(prefix="whispersg-serve-") as folder:
         # No suffix from the client: FFmpeg picks some demuxers (an .m3u8 playlist) by the name alone.
@@ -223,7 +271,7 @@ def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: d
         with open(path, "wb") as stored:
             shutil.copyfileobj(upload.file, stored, 1 << 20)
         try:
-            transcript = pipeline.transcribe(path, **overrides)
+            transcript = pipeline.transcribe(path, progress=lambda *_: _stop_if(abandoned), **overrides)
         except WhisperSGError as error:
             # Name the client's file, not our temporary copy.
             raise type(error)(str(error).replace(str(path), filename)) from error
@@ -332,6 +380,11 @@ class _SessionCounter:
             self.active -= 1
 
 
+def _stop_if(abandoned: threading.Event) -> None:
+    if abandoned.is_set():
+        raise _Abandoned
+
+
 class HostCheck:
     """Without a key, answer only requests addressed to this server (its bound host, or localhost, on its port):
     a page on another site that rebinds its own name to this machine sends its own name as Host."""
@@ -376,10 +429,11 @@ class HostCheck:
 
 
 class UploadLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before reading them where the size is declared."""
+    """Refuse request bodies over ``max_bytes`` with 413, before reading them where the size is declared, and
+    bodies that stall for ``idle_seconds`` with 408 (a stalled upload must not hold its place)."""
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, idle_seconds: float = 30.0) -> None:
+        self.app, self.max_bytes, self.idle_seconds = app, max_bytes, idle_seconds
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -391,12 +445,19 @@ class UploadLimit:
             response = JSONResponse(error_body(message, code="file_too_large"), status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
-        received = 0
+        received, body_done = 0, False
 
         async def counted_receive():
-            nonlocal received
-            incoming = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only the disconnect comes, whenever the client leaves
+                return await receive()
+            try:
+                incoming = await asyncio.wait_for(receive(), self.idle_seconds)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the upload stalled: nothing arrived for {self.idle_seconds:g} s; send it again",
+                               code="upload_timeout", headers={"Connection": "close"}) from None
             if incoming["type"] == "http.request":
+                body_done = not incoming.get("more_body", False)
                 received += len(incoming.get("body", b""))
                 if received > self.max_bytes:
                     raise ApiError(413, message, code="file_too_large")
