@@ -59,7 +59,7 @@ def test_arrays_are_downmixed_and_scaled():
         (lambda d: d / "missing.wav", "no such file"),
         (lambda d: _write(d / "empty.wav", b""), "empty"),
         (lambda d: _write(d / "notes.wav", b"This is a text file, not audio.\n" * 20), "not a readable audio"),
-        (lambda d: _write(d / "picture.png", _png_bytes()), "no audio stream|not a readable audio"),
+        (lambda d: _write(d / "picture.png", _png_bytes()), "no audio stream|not a readable audio|not a plain audio"),
         (lambda d: d, "is a directory"),
     ],
     ids=["missing", "zero-byte", "text-as-wav", "png", "directory"],

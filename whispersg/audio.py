@@ -8,7 +8,9 @@ how much was readable; only a file with nothing decodable is an error.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Union
@@ -27,6 +29,17 @@ AudioSource = Union[str, Path, np.ndarray]
 AUDIO_EXTENSIONS = frozenset(
     ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .webm .mp4 .m4v .mkv .mov .avi .amr .aif .aiff".split()
 )
+
+# FFmpeg demuxers of plain recordings.  Others (hls playlists, concat lists, image sequences, devices) read
+# further files or devices named inside the input, so an upload could make the server read its own disk.
+PLAIN_FORMATS = frozenset(
+    "wav w64 flac mp3 ogg mov matroska aac amr amrnb amrwb aiff asf avi caf au mpegts mpeg flv wv ape ac3 eac3 "
+    "dts tta".split()
+)
+# format_whitelist refuses other demuxers before they read anything; protocol_whitelist keeps inputs local files.
+_OPEN_OPTIONS = {"format_whitelist": ",".join(sorted(PLAIN_FORMATS)), "protocol_whitelist": "file"}
+_NOT_PLAIN = ("not a plain audio or video file (FFmpeg sees a playlist, a list of other files, an image or a device "
+              "input, which are not accepted); pass the recording itself")
 
 
 @dataclass
@@ -73,7 +86,7 @@ def decode_file(path: str | Path, sample_rate: int = SAMPLE_RATE) -> DecodedAudi
     path = Path(path)
     _check_readable_file(path)
     # FFmpeg derives a WAV's duration from the file size; the header says what was recorded.
-    return _decode(str(path), path, sample_rate, claimed_duration=_riff_claimed_duration(path))
+    return _decode(_local_url(path), path, sample_rate, claimed_duration=_riff_claimed_duration(path))
 
 
 def decode_bytes(data: bytes, name: str, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
@@ -106,7 +119,7 @@ def stream_file(path: str | Path, block_seconds: float, sample_rate: int = SAMPL
     pending: list[np.ndarray] = []
     held = 0
     total = 0
-    for piece in _decoded_pieces(str(path), path, sample_rate, report, _riff_claimed_duration(path)):
+    for piece in _decoded_pieces(_local_url(path), path, sample_rate, report, _riff_claimed_duration(path)):
         pending.append(piece)
         held += len(piece)
         while held >= block:
@@ -122,17 +135,40 @@ def stream_file(path: str | Path, block_seconds: float, sample_rate: int = SAMPL
 
 def probe_duration(path: str | Path) -> float | None:
     """The duration a recording's header claims (seconds), without decoding; None if it says nothing."""
-    import av
-
     path = Path(path)
     claimed = _riff_claimed_duration(path)
     if claimed:
         return claimed
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_container(_local_url(path), path) as container:
             return _header_duration(container, container.streams.audio[0]) if container.streams.audio else None
-    except (av.FFmpegError, UnicodeDecodeError, OSError):
+    except (AudioError, OSError):
         return None
+
+
+def open_container(source, label):
+    """Open ``source`` with PyAV, accepting only the demuxers of plain recordings (PLAIN_FORMATS)."""
+    import av
+
+    try:
+        container = av.open(source, mode="r", metadata_errors="ignore", container_options=dict(_OPEN_OPTIONS))
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        if getattr(error, "errno", None) == errno.EINVAL:  # what FFmpeg answers for a demuxer off the whitelist
+            raise AudioError(f"{label}: {_NOT_PLAIN}") from error
+        raise AudioError(
+            f"{label}: not a readable audio or video file ({_short(error)}); "
+            "check the file, or convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav"
+        ) from error
+    # The demuxer FFmpeg chose, checked again in case a build ignores the whitelist.
+    if not set(container.format.name.split(",")) & PLAIN_FORMATS:
+        container.close()
+        raise AudioError(f"{label}: {_NOT_PLAIN} ({container.format.name})")
+    return container
+
+
+def _local_url(path: Path) -> str:
+    # An absolute path: FFmpeg never reads a name such as "concat:a|b" or "http:x" as a protocol.
+    return os.path.abspath(path)
 
 
 def _header_duration(container, stream) -> float | None:
@@ -161,14 +197,7 @@ class _DecodeReport:
 def _decoded_pieces(source, label, sample_rate: int, report: _DecodeReport, claimed_duration: float | None) -> Iterator[np.ndarray]:
     import av
 
-    try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError) as error:
-        raise AudioError(
-            f"{label}: not a readable audio or video file ({_short(error)}); "
-            "check the file, or convert it with: ffmpeg -i INPUT -ar 16000 -ac 1 OUTPUT.wav"
-        ) from error
-    with container:
+    with open_container(source, label) as container:
         if not container.streams.audio:
             raise AudioError(f"{label}: the file has no audio stream; pass a recording with sound")
         stream = container.streams.audio[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from whispersg.audio import is_audio_path
 
@@ -32,11 +33,21 @@ def collect_inputs(arguments: list[str]) -> tuple[list[Path], list[tuple[Path, s
     return files, errors
 
 
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """Output base names: the input's stem, made unique; never a path, so outputs stay in their folder."""
+def output_stems(files: list[Path], recorded: Optional[dict[str, str]] = None) -> dict[Path, str]:
+    """Output base names: the input's stem, made unique; never a path, so outputs stay in their folder.
+
+    ``recorded`` maps the stems an earlier run wrote in the output folder to their source paths: an input keeps
+    its own earlier stem, and never takes one that belongs to another source."""
+    recorded = recorded or {}
+    owned = {source: stem for stem, source in recorded.items()}
     stems: dict[Path, str] = {}
-    used: set[str] = set()
+    used: set[str] = set(recorded)
     for path in files:
+        if str(path.resolve()) in owned:
+            stems[path] = owned[str(path.resolve())]
+    for path in files:
+        if path in stems:
+            continue
         stem = path.stem.replace("/", "_").replace("\\", "_").strip() or "audio"
         if stem in (".", ".."):
             stem = "audio"

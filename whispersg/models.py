@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.errors import ModelError, NetworkError, OptionError, missing_extra
+from whispersg.writers import check_output_folder, remove_replaced_folder
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ HUB_REPOS = {
     "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
 }
 
-REQUIRED_FILES = ("model.bin", "config.json")
+MODEL_WEIGHTS = "model.bin"  # what marks a folder as a CTranslate2 model (ours to replace with --force)
+REQUIRED_FILES = (MODEL_WEIGHTS, "config.json")
 TOKENIZER_FILE = "tokenizer.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 DOWNLOAD_TIMEOUT_S = 5.0
@@ -217,6 +219,10 @@ def load_whisper(
             f"model in {model.path} could not be loaded ({message}); "
             f"the files may be truncated or not a CTranslate2 Whisper model: re-download or re-convert it"
         ) from error
+    except Exception as error:  # tokenizers raises a bare Exception for a garbage tokenizer.json
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"model in {model.path} could not be loaded: its tokenizer.json is unreadable ({message}); "
+                         "re-download or re-convert the model") from error
     if not (model.path / PREPROCESSOR_FILE).is_file():
         # Without a preprocessor config faster-whisper assumes 80 mel bins; large-v3 needs 128.
         whisper.feature_extractor = FeatureExtractor(feature_size=whisper.model.n_mels)
@@ -262,6 +268,7 @@ def download_model(name: str, store: Optional[Path] = None, token: Optional[str]
     if is_model_folder(target) and not force:
         logger.info("%s is already in %s", name, target)
         return target
+    check_output_folder(target, MODEL_WEIGHTS, True, "model", "--force")  # a folder of other files is never replaced
     from whispersg.offline import allow_downloads
 
     allow_downloads()
@@ -278,8 +285,7 @@ def download_model(name: str, store: Optional[Path] = None, token: Optional[str]
         )
     except Exception as error:  # hub errors come in many types; all mean the same to the user
         raise NetworkError(f"download of {repo_id} failed ({str(error).splitlines()[0]}); check the network and retry") from error
-    if target.exists():
-        shutil.rmtree(target)
+    remove_replaced_folder(target, MODEL_WEIGHTS)
     partial.rename(target)
     return target
 
@@ -325,8 +331,7 @@ def convert_checkpoint(checkpoint: str | Path, output: str | Path, quantization:
         raise ModelError(f"{checkpoint}: no .safetensors weights; save the checkpoint with safetensors")
     if not (checkpoint / TOKENIZER_FILE).is_file():
         raise ModelError(f"{checkpoint}: no {TOKENIZER_FILE}; save the processor or tokenizer into the checkpoint folder")
-    if output.exists() and not force:
-        raise ModelError(f"{output} already exists; pass --force to replace it or choose another --output")
+    check_output_folder(output, MODEL_WEIGHTS, force, "converted model", "--force")
     from ctranslate2.converters import TransformersConverter
 
     for module in ("torch", "transformers"):
@@ -349,8 +354,7 @@ def convert_checkpoint(checkpoint: str | Path, output: str | Path, quantization:
             nested = json.loads((checkpoint / "processor_config.json").read_text()).get("feature_extractor")
             if nested:
                 (converted / PREPROCESSOR_FILE).write_text(json.dumps(nested, indent=2))
-        if output.exists():
-            shutil.rmtree(output)
+        remove_replaced_folder(output, MODEL_WEIGHTS)
         converted.replace(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

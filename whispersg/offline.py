@@ -18,6 +18,8 @@ OFFLINE_ENV = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "PYANNOTE_METRICS_ENABLED": "0",  # pyannote.audio's usage telemetry opt-out
+    # onnxruntime (Silero VAD) starts a telemetry uploader (DNS lookups, ~/.cache/Microsoft) at import unless set.
+    "ORT_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
 }
 
@@ -29,6 +31,9 @@ def enforce_offline() -> None:
     if constants is not None:
         constants.HF_HUB_OFFLINE = True
         constants.HF_HUB_DISABLE_TELEMETRY = True
+    onnxruntime = sys.modules.get("onnxruntime")
+    if onnxruntime is not None and hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()  # imported before us: at least no more events are logged
 
 
 def allow_downloads() -> None:

@@ -7,6 +7,7 @@ flag name, default or help text is never written twice.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
@@ -25,6 +26,10 @@ def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optio
     return field(default=default, metadata=metadata)
 
 
+# Field metadata declaring a numeric option's range, and how its error message says it.
+NUMERIC_BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<="}
+
+
 @dataclass
 class PipelineOptions:
     """Settings of ``WhisperSGPipeline``; names follow WhisperX's CLI where one exists."""
@@ -39,7 +44,7 @@ class PipelineOptions:
     model_dir: Optional[str] = _opt(None, "model store folder (default: $WHISPERSG_MODEL_DIR, else ./models in a checkout, else ~/.cache/whispersg/models)",
                                     flags=("--cache_dir",), group="model")
     device: str = _opt("auto", "device for inference", choices=("auto", "cpu", "cuda"), group="model")
-    device_index: int = _opt(0, "index of the CUDA device", group="model")
+    device_index: int = _opt(0, "index of the CUDA device", group="model", at_least=0)
     compute_type: str = _opt(
         "auto",
         "CTranslate2 compute type; auto = int8 on CPU, float16 on CUDA",
@@ -48,13 +53,13 @@ class PipelineOptions:
         # The original WhisperSG's and WhisperX's --fp16 True|False (their default True).
         switch=("--fp16", "float16", "float32"),
     )
-    threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model")
+    threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model", at_least=0)
     batch_size: Optional[int] = _opt(
         None,
         "number of 30 s chunks decoded together; default: 8 on CUDA, 2 on CPU, where each chunk of a batch "
         "holds beam_size copies of the encoder's attention keys and values (tiny.en: 8 chunks take ~0.4 GB "
         "more memory than 2, for 5-20%% more speed on long files)",
-        group="model",
+        group="model", at_least=1,
     )
 
     # --- task ---
@@ -64,26 +69,26 @@ class PipelineOptions:
 
     # --- voice activity detection ---
     vad_method: str = _opt("silero", "voice activity detector; none decodes the whole file", choices=("silero", "pyannote", "none"), group="vad")
-    vad_onset: float = _opt(0.400, "speech probability above which speech starts", group="vad")
-    vad_offset: float = _opt(0.300, "speech probability below which speech ends", group="vad")
-    chunk_size: float = _opt(30.0, "longest stretch of audio (s) decoded as one chunk (at most 30)", group="vad")
-    chunk_context: float = _opt(30.0, "audio (s) around the speech kept in each chunk, up to --chunk_size and the neighbouring chunks", group="vad")
-    min_speech_duration: float = _opt(0.0, "drop speech regions shorter than this (s)", group="vad")
-    min_silence_duration: float = _opt(0.16, "silence (s) needed to end a speech region", group="vad")
-    speech_pad: float = _opt(0.2, "padding (s) added on each side of a speech region", group="vad")
+    vad_onset: float = _opt(0.400, "speech probability above which speech starts", group="vad", at_least=0, at_most=1)
+    vad_offset: float = _opt(0.300, "speech probability below which speech ends", group="vad", at_least=0, at_most=1)
+    chunk_size: float = _opt(30.0, "longest stretch of audio (s) decoded as one chunk (at most 30)", group="vad", above=0, at_most=30)
+    chunk_context: float = _opt(30.0, "audio (s) around the speech kept in each chunk, up to --chunk_size and the neighbouring chunks", group="vad", at_least=0)
+    min_speech_duration: float = _opt(0.0, "drop speech regions shorter than this (s)", group="vad", at_least=0)
+    min_silence_duration: float = _opt(0.16, "silence (s) needed to end a speech region", group="vad", at_least=0)
+    speech_pad: float = _opt(0.2, "padding (s) added on each side of a speech region", group="vad", at_least=0)
 
     # --- decoding ---
-    beam_size: int = _opt(5, "beam width of beam search (1 = greedy)")
-    best_of: int = _opt(5, "candidates sampled at a non-zero temperature")
-    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates (2 measured lower WER at no measurable cost)")
-    length_penalty: float = _opt(1.0, "exponential length penalty")
-    temperature: float = _opt(0.0, "sampling temperature of the first decode")
+    beam_size: int = _opt(5, "beam width of beam search (1 = greedy)", at_least=1)
+    best_of: int = _opt(5, "candidates sampled at a non-zero temperature", at_least=1)
+    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates (2 measured lower WER at no measurable cost)", above=0)
+    length_penalty: float = _opt(1.0, "exponential length penalty", at_least=0)
+    temperature: float = _opt(0.0, "sampling temperature of the first decode (0 to 1)", at_least=0, at_most=1)
     temperature_increment_on_fallback: Optional[float] = _opt(
-        0.2, "temperature step when a decode fails the thresholds below (0 or none disables fallback)"
+        0.2, "temperature step when a decode fails the thresholds below (0 or none disables fallback)", at_least=0, at_most=1
     )
-    compression_ratio_threshold: Optional[float] = _opt(2.4, "gzip compression ratio above which a decode counts as failed (repetition)")
-    log_prob_threshold: Optional[float] = _opt(-1.0, "average log probability below which a decode counts as failed", flags=("--logprob_threshold",))
-    no_speech_threshold: Optional[float] = _opt(0.6, "no-speech probability above which a low-confidence chunk is dropped as silence")
+    compression_ratio_threshold: Optional[float] = _opt(2.4, "gzip compression ratio above which a decode counts as failed (repetition)", at_least=0)
+    log_prob_threshold: Optional[float] = _opt(-1.0, "average log probability below which a decode counts as failed", flags=("--logprob_threshold",), at_most=0)
+    no_speech_threshold: Optional[float] = _opt(0.6, "no-speech probability above which a low-confidence chunk is dropped as silence", at_least=0, at_most=1)
     condition_on_previous_text: bool = _opt(False, "prompt each chunk with the previous chunk's text (can propagate errors)")
     initial_prompt: Optional[str] = _opt(None, "text to prompt the first chunk with (style, spelling of names)")
     prefix: Optional[str] = _opt(None, "text the audio is known to start with (the live mode's committed text of the "
@@ -94,7 +99,7 @@ class PipelineOptions:
                       "or a text file with one term per line (most useful first)")
     suppress_tokens: str = _opt("-1", "comma-separated token ids to suppress; -1 = Whisper's default symbol set")
     suppress_numerals: bool = _opt(False, "suppress digits and symbols so numbers are spelled out")
-    max_new_tokens: Optional[int] = _opt(None, "cap on tokens generated per chunk")
+    max_new_tokens: Optional[int] = _opt(None, "cap on tokens generated per chunk", at_least=1)
 
     # --- word timestamps ---
     align: bool = _opt(True, "time every word (turn off with --no_align)", flags=("--word_timestamps",), group="align")
@@ -110,9 +115,9 @@ class PipelineOptions:
     # --- speaker diarization ---
     diarize: bool = _opt(False, "label speakers (offline, built-in models; needs the [diarize] extra)", group="diarize")
     diarize_model: Optional[str] = _opt(None, "use a pyannote.audio pipeline (local folder or downloaded hub id) instead of the built-in diarizer", group="diarize")
-    num_speakers: Optional[int] = _opt(None, "exact number of speakers, if known", group="diarize")
-    min_speakers: Optional[int] = _opt(None, "at least this many speakers", group="diarize")
-    max_speakers: Optional[int] = _opt(None, "at most this many speakers", group="diarize")
+    num_speakers: Optional[int] = _opt(None, "exact number of speakers, if known", group="diarize", at_least=1)
+    min_speakers: Optional[int] = _opt(None, "at least this many speakers", group="diarize", at_least=1)
+    max_speakers: Optional[int] = _opt(None, "at most this many speakers", group="diarize", at_least=1)
 
     # --- credentials (downloads only) ---
     hf_token: Optional[str] = _opt(
@@ -133,22 +138,7 @@ class PipelineOptions:
             from whispersg.vocab import load_vocabulary
 
             load_vocabulary(self.vocab)  # a missing or unreadable file fails now, not after model loading
-        if self.batch_size is not None and self.batch_size < 1:
-            raise OptionError(f"--batch_size must be a positive integer (got {self.batch_size})")
-        if self.beam_size < 1:
-            raise OptionError(f"--beam_size must be at least 1 (got {self.beam_size})")
-        if self.best_of < 1:
-            raise OptionError(f"--best_of must be at least 1 (got {self.best_of})")
-        if self.threads < 0:
-            raise OptionError(f"--threads must be 0 (all cores) or positive (got {self.threads})")
-        if not 0 < self.chunk_size <= 30:
-            raise OptionError(f"--chunk_size must be in (0, 30] seconds (got {self.chunk_size})")
-        if self.chunk_context < 0:
-            raise OptionError(f"--chunk_context must be >= 0 seconds (got {self.chunk_context})")
-        if not 0 <= self.vad_offset <= 1 or not 0 <= self.vad_onset <= 1:
-            raise OptionError("--vad_onset and --vad_offset are probabilities between 0 and 1")
-        if self.temperature < 0:
-            raise OptionError(f"--temperature must be >= 0 (got {self.temperature})")
+        self._check_numbers()
         if self.task not in ("transcribe", "translate"):
             raise OptionError(f"--task must be transcribe or translate (got {self.task!r})")
         if self.vad_method not in ("silero", "pyannote", "none"):
@@ -164,6 +154,27 @@ class PipelineOptions:
         self.speaker_count().validate()
         self.suppress_token_ids()
         return self
+
+    def _check_numbers(self) -> None:
+        """Every numeric option is a finite number within the bounds its field declares (at_least, above, at_most)."""
+        for option in fields(self):
+            bounds = {key: option.metadata[key] for key in NUMERIC_BOUNDS if key in option.metadata}
+            value = getattr(self, option.name)
+            if not bounds or (value is None and str(option.type).startswith("Optional")):
+                continue
+            whole = "int" in str(option.type)
+            kind = "an integer" if whole else "a number"
+            limits = " and ".join(f"{NUMERIC_BOUNDS[key]} {limit:g}" for key, limit in bounds.items())
+            problem = f"--{option.name} must be {kind} {limits} (got {value!r})"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OptionError(problem)
+            if whole and value != int(value):
+                raise OptionError(problem)
+            if (value < bounds.get("at_least", value) or value <= bounds.get("above", value - 1)
+                    or value > bounds.get("at_most", value)):
+                raise OptionError(problem)
+            if whole:
+                setattr(self, option.name, int(value))  # 3.0 from JSON or a float keyword works as 3
 
     def speaker_count(self):
         from whispersg.diarization import SpeakerCount

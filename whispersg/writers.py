@@ -226,6 +226,61 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+SOURCES_FILE = ".whispersg_sources"  # JSON, but not matched by a *.json glob over the transcripts
+
+
+def source_identity(path: Path) -> dict:
+    """What makes an input the same source on a later run: its resolved path, size and modification time."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def read_output_sources(folder: Path) -> dict[str, dict]:
+    """The source of each output stem written in ``folder`` (stem -> source_identity); empty when none is recorded."""
+    try:
+        records = json.loads((folder / SOURCES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no record (a new folder, or outputs of an earlier version): nothing to protect or resume
+    if not isinstance(records, dict):
+        return {}
+    return {stem: r for stem, r in records.items() if isinstance(r, dict) and isinstance(r.get("path"), str)}
+
+
+def record_output_source(folder: Path, stem: str, identity: dict) -> None:
+    """Remember that ``stem``'s outputs in ``folder`` were written from ``identity`` (read again, so runs merge)."""
+    records = read_output_sources(folder)
+    records[stem] = identity
+    atomic_write_text(folder / SOURCES_FILE, json.dumps(records, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+
+
+def check_output_folder(folder: str | Path, marker: str, overwrite: bool, what: str, flag: str = "--overwrite") -> bool:
+    """Refuse an output folder this tool did not create: it must be new, empty, or hold an earlier ``what`` (its
+    ``marker`` file) and ``overwrite`` must be given.  Returns whether an earlier result is to be replaced."""
+    folder = Path(folder)
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder; choose a new output folder")
+    if not any(folder.iterdir()):
+        return False
+    if not (folder / marker).is_file():
+        raise OutputError(f"{folder}: exists and does not hold an earlier {what} (no {marker}); nothing was changed; "
+                          "choose a new or empty output folder")
+    if not overwrite:
+        raise OutputError(f"{folder}: holds an earlier {what}; pass {flag} to replace it, or choose another output folder")
+    return True
+
+
+def remove_replaced_folder(folder: Path, marker: str) -> None:
+    """Remove ``folder`` before a new result takes its place: only an earlier result of ours, or an empty folder."""
+    import shutil
+
+    if (folder / marker).is_file():
+        shutil.rmtree(folder)
+    elif folder.exists():
+        folder.rmdir()  # fails on anything not empty: never delete what we did not write
+
+
 def _output_error(path: Path, error: OSError) -> OutputError:
     if error.errno == errno.ENOSPC:
         return OutputError(f"{path}: no space left on the device; free some space or pass another --output_dir")

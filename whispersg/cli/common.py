@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional, Sequence
@@ -136,6 +137,26 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--debug", action="store_true", help="log everything and show tracebacks on errors")
 
 
+# API keys in a log line: an Authorization header (text or bytes tuple, any case) and an api_key= query value.
+SECRET_PATTERNS = (
+    re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*(?:b?['\"])?(?:bearer\s+)?)[^'\"\s,)&]+"),
+    re.compile(r"(?i)(api_key=)[^&\s'\"]+"),
+)
+
+
+class RedactSecrets(logging.Filter):
+    """Replace API keys in every record passing the handler (uvicorn's and ours) with <redacted>."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = message
+        for pattern in SECRET_PATTERNS:
+            redacted = pattern.sub(r"\1<redacted>", redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def setup_logging(args: argparse.Namespace) -> None:
     from rich.logging import RichHandler
 
@@ -144,6 +165,7 @@ def setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     handler = RichHandler(console=stderr_console(), show_time=False, show_path=args.debug, markup=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -28,13 +28,25 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[list[str]], body: Calla
     return run_main(lambda: body(args), debug=wants_debug(argv or []) or args.debug)
 
 
+PREPARED_MARKER = "whispersg_prepare.json"  # marks a folder a preparation command wrote
+
+
+def _claim_output(args: argparse.Namespace) -> None:
+    """Before any audio is written: the output folder is new, empty, or an earlier preparation (with --overwrite)."""
+    from whispersg.writers import check_output_folder
+
+    check_output_folder(args.output_dir, PREPARED_MARKER, args.overwrite, "preparation")
+
+
 def _write_prepared(what: str, output_dir: str, examples, report) -> int:
     """Save a reader's examples as interchange files and say what was kept and skipped."""
     from whispersg.console import stderr_console
     from whispersg.finetune.interchange import write_interchange
+    from whispersg.writers import atomic_write_text
 
     write_interchange(output_dir, examples)
-    stderr_console().print(f"{what}: {report.summary()} → {Path(output_dir)}")
+    atomic_write_text(Path(output_dir) / PREPARED_MARKER, json.dumps({"corpus": what, "report": report.summary()}) + "\n")
+    stderr_console().print(f"{what}: {report.summary()} → {Path(output_dir)}", markup=False)
     return 0
 
 
@@ -58,7 +70,9 @@ def _cleaning_rules(args: argparse.Namespace):
 
 def _output_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", "-o", required=True,
-                        help="folder for audio_paths.txt, text.txt (and extracted/cut audio under audio/)")
+                        help="new or empty folder for audio_paths.txt, text.txt (and extracted/cut audio under audio/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder an earlier run of a preparation command wrote")
 
 
 # ---------------------------------------------------------------- data preparation
@@ -84,6 +98,7 @@ def imda_part12_main(argv: Optional[list[str]] = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.imda import read_part12
 
+        _claim_output(args)
         examples, report = read_part12(args.corpus, args.output_dir, args.channel, args.transcript,
                                        _cleaning_rules(args), progress=not args.quiet)
         return _write_prepared(f"IMDA part 1/2 channel {args.channel}", args.output_dir, examples, report)
@@ -110,6 +125,7 @@ def imda_part3_main(argv: Optional[list[str]] = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.imda import read_part3
 
+        _claim_output(args)
         examples, report = read_part3(args.corpus, args.output_dir, tuple(args.mic), args.padding, args.min_duration,
                                       _cleaning_rules(args), progress=not args.quiet)
         return _write_prepared("IMDA part 3", args.output_dir, examples, report)
@@ -134,6 +150,7 @@ def common_voice_main(argv: Optional[list[str]] = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.common_voice import read_common_voice
 
+        _claim_output(args)
         examples, report = read_common_voice(args.corpus, args.split, args.sample, args.seed, args.min_up_votes,
                                              args.max_down_votes)
         return _write_prepared("Common Voice", args.output_dir, examples, report)
@@ -149,7 +166,9 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
         description="Interchange folders → a datasets DatasetDict (train/test) of audio and sentences, saved to disk.",
     )
     parser.add_argument("sources", nargs="+", help="folders holding audio_paths.txt and text.txt")
-    parser.add_argument("--output", "-o", required=True, help="folder to save the DatasetDict in (replaced if it exists)")
+    parser.add_argument("--output", "-o", required=True,
+                        help="new or empty folder to save the DatasetDict in (an earlier dataset there: see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier dataset saved by this command in --output")
     parser.add_argument("--test_size", type=float, default=0.2, help="fraction held out for testing (default: 0.2)")
     parser.add_argument("--seed", type=int, default=42, help="seed of de-duplication and split (default: 42)")
     parser.add_argument("--keep_duplicates", action="store_true", help="keep examples whose normalised transcripts repeat")
@@ -162,11 +181,11 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
         from whispersg.finetune.finalize import finalize
 
         result = finalize(args.sources, args.output, args.test_size, args.seed, not args.keep_duplicates,
-                          args.max_seconds, args.tokenizer, progress=not args.quiet)
+                          args.max_seconds, args.tokenizer, progress=not args.quiet, overwrite=args.overwrite)
         skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(result.skipped.items())) or "none"
         stderr_console().print(
             f"saved {result.train} train + {result.test} test examples to {result.output} "
-            f"({result.dataset_bytes / 1e6:.1f} MB, {result.size_ratio:.2f}× the audio); skipped: {skipped}"
+            f"({result.dataset_bytes / 1e6:.1f} MB, {result.size_ratio:.2f}× the audio); skipped: {skipped}", markup=False
         )
         return 0
 
@@ -200,6 +219,7 @@ _TRAINING_HELP = {
     "resume_from_checkpoint": "continue a run from a checkpoint folder, or 'latest'",
     "dataloader_num_workers": "processes decoding audio for the trainer",
     "report_to": "logging integrations (tensorboard, none, …)",
+    "overwrite": "train again into --output_dir holding an earlier run (it must otherwise be new or empty)",
 }
 
 

@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         spoken = transcript.duration if transcript else 0.0
         console.print(f"session saved to {writer.path}" + (f" and {recording.path}" if recording else "")
-                      + (f" · {spoken / 60:.1f} min of audio" if spoken else ""), highlight=False)
+                      + (f" · {spoken / 60:.1f} min of audio" if spoken else ""), highlight=False, markup=False)
     return 0
 
 

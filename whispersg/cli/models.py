@@ -74,10 +74,12 @@ def _list(args: argparse.Namespace, store: Optional[Path]) -> int:
 
 
 def _download(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.models import download_model
 
-    with stderr_console().status(f"downloading {args.name}…"):
+    with stderr_console().status(f"downloading {escape(args.name)}…"):
         target = download_model(args.name, store, token=args.hf_token, force=args.force)
     print(target)
     return 0
@@ -91,13 +93,15 @@ def _path(args: argparse.Namespace, store: Optional[Path]) -> int:
 
 
 def _convert(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.models import convert_checkpoint, default_store
 
     checkpoint = Path(args.checkpoint)
     output = Path(args.output) if args.output else (store or default_store()) / f"{checkpoint.resolve().name}-ct2"
-    with stderr_console().status(f"converting {checkpoint} to CTranslate2 ({args.quantization})…"):
+    with stderr_console().status(f"converting {escape(str(checkpoint))} to CTranslate2 ({args.quantization})…"):
         target = convert_checkpoint(checkpoint, output, args.quantization, force=args.force)
-    stderr_console().print(f"converted; transcribe with: whispersg --model {target} FILE")
+    stderr_console().print(f"converted; transcribe with: whispersg --model {target} FILE", markup=False)
     print(target)
     return 0

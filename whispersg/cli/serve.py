@@ -55,6 +55,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.errors import OptionError, missing_extra
 
@@ -75,21 +77,26 @@ def _serve(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():
         pipeline = WhisperSGPipeline(options)
+    if args.api_key and not args.quiet:
+        console.print(f"[yellow]warning:[/] --api_key on the command line is visible to other users (ps); "
+                      f"set {API_KEY_ENV} instead", highlight=False)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(api_key=api_key, workers=args.workers, max_queue=args.max_queue,
-                             max_upload_mb=args.max_upload_mb, max_live_sessions=args.max_live_sessions)
+                             max_upload_mb=args.max_upload_mb, max_live_sessions=args.max_live_sessions,
+                             bind=(args.host, args.port))
     app = create_app(pipeline, settings)
     if not args.quiet:
         shown_host = f"[{args.host}]" if ":" in args.host else args.host
-        console.print(f"serving [bold]{pipeline.model_name}[/] on http://{shown_host}:{args.port}/ "
+        console.print(f"serving [bold]{escape(pipeline.model_name)}[/] on http://{shown_host}:{args.port}/ "
                       f"(API under /v1{', API key required' if api_key else ''}); Ctrl-C stops", highlight=False)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             console.print("[yellow]warning:[/] listening beyond this machine without --api_key: anyone who can "
                           "reach it can transcribe", highlight=False)
     try:
         # uvicorn finishes the requests in flight, then re-raises the signal that stopped it.
-        uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
-                    access_log=args.verbose or args.debug, ws_max_size=1 << 20)
+        # log_config=None: uvicorn's records go through our handler, which redacts keys; info shows the access log.
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=args.verbose or args.debug,
+                    log_level="debug" if args.debug else "info" if args.verbose else "warning", ws_max_size=1 << 20)
     except KeyboardInterrupt:
         pass
     if not args.quiet:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--highlight_words", action="store_true",
                      help="srt/vtt: underline each word as it is spoken")
     out.add_argument("--skip_existing", action="store_true",
-                     help="skip inputs whose output files all exist already (resume a batch)")
+                     help="skip inputs whose output files all exist already, written from the same source file (resume a batch)")
     # The original WhisperSG wrote files only with --save_results; they are always written now.
     out.add_argument("--save_results", action="store_true", help=argparse.SUPPRESS)
     out.add_argument("--print_progress", action="store_const", const=True, default=None,
@@ -147,7 +147,8 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
             recording.write(block)
         recording.close()
     if not args.quiet:
-        console.print(f"recorded {seconds:.1f} s" + (f" to {recording.path}" if args.save_recording else ""), highlight=False)
+        console.print(f"recorded {seconds:.1f} s" + (f" to {recording.path}" if args.save_recording else ""), highlight=False,
+                      markup=False)
     return recording.path
 
 
@@ -163,6 +164,7 @@ def _transcribe_all(args: argparse.Namespace) -> int:
     from whispersg.console import print_error, print_warning, stderr_console
     from whispersg.errors import OptionError
     from whispersg.inputs import collect_inputs, output_stems
+    from whispersg.writers import read_output_sources, record_output_source, source_identity
 
     if args.max_line_count and not args.max_line_width:
         raise OptionError("--max_line_count needs --max_line_width")
@@ -183,14 +185,20 @@ def _transcribe_all(args: argparse.Namespace) -> int:
         report.failed.append((path, message))
     output_dir = Path(args.output_dir)
     formats = formats_for(args)
-    stems = output_stems(inputs)
+    recorded = read_output_sources(output_dir)
+    stems = output_stems(inputs, {stem: record["path"] for stem, record in recorded.items()})
     pending = []
+    sources: dict[Path, tuple[str, dict]] = {}
     for path in inputs:
         targets = [output_dir / f"{stems[path]}.{fmt}" for fmt in formats]
-        if args.skip_existing and all(t.exists() for t in targets):
+        identity = source_identity(path)
+        earlier = recorded.get(stems[path])
+        # Outputs without a record (an earlier version wrote them) count as done, as they always did.
+        if args.skip_existing and all(t.exists() for t in targets) and earlier in (None, identity):
             report.skipped.append(path)
         else:
             pending.append((path, targets))
+            sources[path] = (stems[path], identity)
     if pending:
         pipeline = _load_pipeline(options, args.quiet)
         writer_options = {
@@ -198,7 +206,8 @@ def _transcribe_all(args: argparse.Namespace) -> int:
             "max_line_count": args.max_line_count,
             "highlight_words": args.highlight_words,
         }
-        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug)
+        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug,
+                   record=lambda path: record_output_source(output_dir, *sources[path]))
     for path in report.skipped:
         if not args.quiet:
             print_warning(f"{path}: outputs exist, skipped (--skip_existing)")
@@ -207,6 +216,8 @@ def _transcribe_all(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(options, quiet: bool):
+    from rich.markup import escape
+
     from whispersg.console import stderr_console
     from whispersg.pipeline import WhisperSGPipeline
 
@@ -214,7 +225,7 @@ def _load_pipeline(options, quiet: bool):
     with console.status("loading model…", spinner="dots") if not quiet else contextlib.nullcontext():
         pipeline = WhisperSGPipeline(options)
     if not quiet:
-        console.print(f"model [bold]{pipeline.model_name}[/] ({pipeline.model.path})", highlight=False)
+        console.print(f"model [bold]{escape(pipeline.model_name)}[/] ({escape(str(pipeline.model.path))})", highlight=False)
     return pipeline
 
 
@@ -232,7 +243,8 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
         raise
 
 
-def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool) -> None:
+def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool, record) -> None:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from whispersg.console import print_error, stderr_console
@@ -255,7 +267,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
 
     def file_task(path: Path):
         if path not in file_tasks:
-            file_tasks[path] = progress.add_task(_short_name(path), total=1.0)
+            file_tasks[path] = progress.add_task(escape(_short_name(path)), total=1.0)  # names are not markup
         return file_tasks[path]
 
     def on_progress(path: Path, done: float, total: float, segments) -> None:
@@ -278,6 +290,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
                     for segment in result.segments:
                         print(format_segment_line(segment), flush=True)
                 _write_all_or_none(result, targets, writer_options)
+                record(path)
             except Exception as error:  # one bad file must not stop the batch
                 if isinstance(error, WhisperSGError):
                     message = str(error)
@@ -291,7 +304,8 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
                 report.done.append(path)
                 report.audio_seconds += result.duration
                 if not quiet:
-                    stderr_console().print(f"[green]✓[/] {path} → {', '.join(str(t) for t in targets)}", highlight=False)
+                    stderr_console().print(f"[green]✓[/] {escape(str(path))} → {escape(', '.join(str(t) for t in targets))}",
+                                           highlight=False)
             if path in file_tasks:
                 progress.remove_task(file_tasks.pop(path))
             progress.advance(overall)

@@ -36,6 +36,7 @@ def read_common_voice(
     if not clips.is_dir():
         raise DataError(f"{clips}: no clips folder next to {table.name}")
     csv.field_size_limit(1 << 24)
+    clips_root = clips.resolve()
     report = ReadReport()
     examples: list[Example] = []
     with open(table, encoding="utf-8", newline="") as handle:
@@ -59,6 +60,11 @@ def read_common_voice(
                 report.skip("vote filter")
                 continue
             audio = clips / row["path"]
+            # A row names a clip in clips/: an absolute or ../ path (or a link out) must not read other files.
+            if not audio.resolve().is_relative_to(clips_root):
+                logger.warning("%s:%d: clip path %r is outside %s; row skipped", table, number, row["path"], clips)
+                report.skip("clip path outside clips/")
+                continue
             if not audio.is_file():
                 report.skip("clip file missing")
                 continue

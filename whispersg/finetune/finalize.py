@@ -122,10 +122,17 @@ def finalize(
     max_seconds: float = MAX_CLIP_SECONDS,
     tokenizer_file: Optional[str | Path] = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> FinalizeReport:
-    """Build and save the DatasetDict (``train``/``test``: ``id``, ``audio``, ``sentence``, ``duration``)."""
+    """Build and save the DatasetDict (``train``/``test``: ``id``, ``audio``, ``sentence``, ``duration``).
+
+    ``output`` must be new or empty; an earlier dataset of ours (``whispersg_finalize.json``) is replaced only
+    with ``overwrite``."""
     from tqdm import tqdm
 
+    from whispersg.writers import check_output_folder
+
+    check_output_folder(output, REPORT_FILE, overwrite, "prepared dataset")
     report = ReadReport()
     examples: list[Example] = []
     for source in sources:
@@ -158,10 +165,7 @@ def finalize(
         raise DataError(f"no usable examples left ({report.summary()}); check the interchange files")
     durations = {example.id: duration for example, duration in usable}
     train, test = split_train_test([example for example, _ in usable], test_size, seed)
-    result = _save(train, test, durations, Path(output), progress)
-    result.skipped = dict(report.skipped)
-    (Path(output) / REPORT_FILE).write_text(json.dumps(asdict(result) | {"size_ratio": result.size_ratio}, indent=2))
-    return result
+    return _save(train, test, durations, Path(output), progress, dict(report.skipped))
 
 
 def _rows(examples: list[Example], durations: dict[str, float]):
@@ -176,9 +180,12 @@ def _rows(examples: list[Example], durations: dict[str, float]):
         }
 
 
-def _save(train: list[Example], test: list[Example], durations: dict[str, float], output: Path, progress: bool) -> FinalizeReport:
+def _save(train: list[Example], test: list[Example], durations: dict[str, float], output: Path, progress: bool,
+          skipped: dict[str, int]) -> FinalizeReport:
     import datasets
     from datasets import Audio, Dataset, DatasetDict
+
+    from whispersg.writers import remove_replaced_folder
 
     if not progress:
         datasets.disable_progress_bars()
@@ -199,15 +206,19 @@ def _save(train: list[Example], test: list[Example], durations: dict[str, float]
             else:  # e.g. --test_size 0 for a corpus used only for training
                 split = Dataset.from_dict({name: [] for name in _plain_features()}, features=_plain_features())
             splits[name] = split.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE))
-        DatasetDict(splits).save_to_disk(str(staging / "dataset"))
-        if output.exists():
-            shutil.rmtree(output)
-        (staging / "dataset").replace(output)
+        saved = staging / "dataset"
+        DatasetDict(splits).save_to_disk(str(saved))
+        audio_bytes = sum(os.path.getsize(example.audio_path) for example in train + test)
+        dataset_bytes = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
+        result = FinalizeReport(str(output), train=len(train), test=len(test), audio_bytes=audio_bytes,
+                                dataset_bytes=dataset_bytes, skipped=skipped)
+        # The marker goes in before the rename: a dataset in place always says it is ours.
+        (saved / REPORT_FILE).write_text(json.dumps(asdict(result) | {"size_ratio": result.size_ratio}, indent=2))
+        remove_replaced_folder(output, REPORT_FILE)
+        saved.replace(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    audio_bytes = sum(os.path.getsize(example.audio_path) for example in train + test)
-    dataset_bytes = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
-    return FinalizeReport(str(output), train=len(train), test=len(test), audio_bytes=audio_bytes, dataset_bytes=dataset_bytes)
+    return result
 
 
 def _plain_features():

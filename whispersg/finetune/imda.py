@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -31,6 +32,11 @@ PART3_MICS = {
     "ivr": ("Audio Separate IVR", "Scripts Separate"),
 }
 _SPEAKER_SUFFIX = re.compile(r"-\d+$")
+# An utterance WAV is seconds long (16 kHz 16-bit mono: 32 KB a second); 100 MB is 50 minutes.
+MAX_MEMBER_BYTES = 100 * 1024 * 1024
+# Deflate shrinks speech WAVs about 1.1-3x; far beyond that (a 384 KB member of 210 MB) is a zip bomb, not audio.
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_ABOVE = 1024 * 1024  # a small member of silence may compress far better, and costs nothing
 
 
 # ---------------------------------------------------------------- parts 1 and 2
@@ -79,6 +85,14 @@ def parse_script(path: Path, report: ReadReport) -> Iterator[ScriptLine]:
         yield ScriptLine(pending[0], pending[1], None, f"{path}:{pending[2]}")
 
 
+class MemberSkipped(Exception):
+    """A zip member refused (too large, a zip bomb, unreadable); the warning is logged, ``reason`` is for the report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class WaveIndex:
     """Where each utterance's WAV lives: inside a speaker zip or as a loose file, found by file stem."""
 
@@ -111,11 +125,54 @@ class WaveIndex:
         target = audio_dir / f"{utterance_id}.wav"
         if not target.exists():
             audio_dir.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".wav.part")
-            with zipfile.ZipFile(archive) as opened, opened.open(member) as source, open(partial, "wb") as sink:
-                shutil.copyfileobj(source, sink)
-            partial.replace(target)
+            _extract_member(archive, member, target)
         return target.resolve()
+
+
+def _extract_member(archive: Path, member: str, target: Path) -> None:
+    """Extract one WAV within the size and ratio limits, or raise MemberSkipped (logged) or DataError (no space)."""
+    name = f"{archive}:{member}"
+    partial = target.with_suffix(".wav.part")
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            info = opened.getinfo(member)
+            if info.file_size > MAX_MEMBER_BYTES:
+                _refuse(name, f"expands to {info.file_size / 1e6:.0f} MB, over the {MAX_MEMBER_BYTES // 2**20} MB limit "
+                              "for one utterance", "zip member too large")
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > RATIO_CHECK_ABOVE and ratio > MAX_COMPRESSION_RATIO:
+                _refuse(name, f"compressed {ratio:.0f}:1 (over {MAX_COMPRESSION_RATIO}:1: not a recording)",
+                        "zip member compressed suspiciously well")
+            free = shutil.disk_usage(target.parent).free
+            if info.file_size > free:
+                raise DataError(f"{name}: needs {info.file_size / 1e6:.1f} MB but {target.parent} has only "
+                                f"{free / 1e6:.1f} MB free; free some space or choose another output folder")
+            written = 0
+            with opened.open(info) as source, open(partial, "wb") as sink:
+                while block := source.read(1 << 20):
+                    written += len(block)
+                    if written > info.file_size:  # the header lied about the size
+                        _refuse(name, "holds more than its declared size", "zip member larger than declared")
+                    sink.write(block)
+        partial.replace(target)
+    except MemberSkipped:
+        partial.unlink(missing_ok=True)
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, RuntimeError) as error:  # CRC, truncation, encryption
+        partial.unlink(missing_ok=True)
+        _refuse(name, f"cannot be extracted ({error})", "unreadable zip member")
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{name}: cannot be extracted to {target} ({error.strerror or error}); "
+                        "free some space or choose another output folder") from error
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _refuse(name: str, why: str, reason: str) -> None:
+    logger.warning("%s: %s; skipped", name, why)
+    raise MemberSkipped(reason)
 
 
 def channel_dir(corpus: Path, channel: int) -> Path:
@@ -171,7 +228,11 @@ def read_part12(
             if text is None:
                 report.skip(reason)
                 continue
-            audio = waves.materialise(line.id, audio_dir)
+            try:
+                audio = waves.materialise(line.id, audio_dir)
+            except MemberSkipped as skipped:
+                report.skip(skipped.reason)
+                continue
             if audio is None:
                 report.skip("no WAV for the utterance")
                 continue

@@ -73,9 +73,13 @@ def read_pairs(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: no such file; run a data preparation script first or write it yourself")
     pairs: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as handle:  # decoded line by line, so a bad byte is reported with its line
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {error.start + 1} of the line); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
             key, tab, value = line.partition("\t")

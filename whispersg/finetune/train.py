@@ -20,6 +20,7 @@ from whispersg.errors import DataError, ModelError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "openai/whisper-small.en"
+RUN_MARKER = "whispersg_train.json"  # marks an output folder a training run of ours wrote
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainingSettings:
     resume_from_checkpoint: Optional[str] = None  # a checkpoint folder, or "latest"
     dataloader_num_workers: int = 0
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    overwrite: bool = False  # train again into the output folder of an earlier run (resuming needs no flag)
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -128,6 +130,7 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
 
     from whispersg.finetune.data import SpeechCollator, mix_datasets
 
+    claim_output_dir(settings)
     if model is None or processor is None:
         model, processor = load_base(settings.base_model, settings.language, settings.task)
     train_set = mix_datasets(settings.datasets, "train", settings.weights, settings.seed)
@@ -195,6 +198,18 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         processing_class=processor,
         callbacks=[StandaloneCheckpoints()],
     )
+
+
+def claim_output_dir(settings: TrainingSettings) -> None:
+    """The trainer writes over files in its output folder: only a new or empty one, or an earlier run of ours."""
+    import json
+
+    from whispersg.writers import atomic_write_text, check_output_folder
+
+    output = Path(settings.output_dir)
+    check_output_folder(output, RUN_MARKER, settings.overwrite or settings.resume_from_checkpoint is not None,
+                        "training run", "--overwrite (or --resume_from_checkpoint)")
+    atomic_write_text(output / RUN_MARKER, json.dumps({"base_model": settings.base_model, "datasets": settings.datasets}) + "\n")
 
 
 def _checkpointing_argument(arguments_class) -> str:

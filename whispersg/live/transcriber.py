@@ -139,7 +139,7 @@ class LiveSettings:
                            self.hard_chunk_limit, WHISPER_WINDOW, WHISPER_WINDOW)
             self.hard_chunk_limit = WHISPER_WINDOW
         if self.max_commit_delay is not None:
-            if not self.max_commit_delay >= 0:
+            if not 0 <= self.max_commit_delay < math.inf:  # also refuses nan
                 raise OptionError(f"--max_commit_delay must be >= 0 seconds, 0 to turn it off "
                                   f"(got {self.max_commit_delay!r})")
             self.max_commit_delay = self.max_commit_delay or None

@@ -17,6 +17,7 @@ Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -53,6 +54,9 @@ class ServeSettings:
     max_queue: int = 8  # transcriptions waiting beyond those; more are refused with 429
     max_upload_mb: float = 200.0
     max_live_sessions: int = 2
+    upload_idle_seconds: float = 30.0  # an upload that sends nothing for this long is refused (408), its place freed
+    live_idle_seconds: float = 60.0  # a live session that sends nothing for this long is ended (a tab left open)
+    bind: Optional[tuple[str, int]] = None  # (host, port) served; without a key, requests must name it as Host
 
     @property
     def max_upload_bytes(self) -> int:
@@ -84,9 +88,13 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
         yield
         queue.close()
 
-    app = FastAPI(title="WhisperSG", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
+    # The schema is served below, behind the key like /v1.
+    app = FastAPI(title="WhisperSG", version=_version(), docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.pipeline, app.state.settings, app.state.queue = pipeline, settings, queue
-    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, idle_seconds=settings.upload_idle_seconds)
+    if settings.api_key is None and settings.bind is not None:
+        app.add_middleware(HostCheck, host=settings.bind[0], port=settings.bind[1])
     _map_pipeline_errors(app)
 
     @app.exception_handler(HTTPException)
@@ -123,7 +131,12 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
     async def translations(request: Request) -> Response:
         return await _transcribe_request(request, pipeline, queue, task="translate")
 
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     app.include_router(api)
+    app.add_api_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False,
+                      dependencies=[Depends(require_key)])
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
@@ -147,7 +160,7 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
             await websocket.close(code=1013)
             return
         try:
-            await run_session(websocket, pipeline, overrides, speakers, live_settings)
+            await run_session(websocket, pipeline, overrides, speakers, live_settings, settings.live_idle_seconds)
         finally:
             live.leave()
 
@@ -166,6 +179,22 @@ def create_app(pipeline, settings: Optional[ServeSettings] = None) -> FastAPI:
 
 
 async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task: str) -> Response:
+    try:
+        admission = queue.admit()  # before the body is read: a full server costs no upload, and uploads are bounded
+    except QueueFull:
+        raise _busy() from None
+    try:
+        return await _admitted_request(request, pipeline, admission, task)
+    finally:
+        admission.release()
+
+
+def _busy() -> ApiError:
+    return ApiError(429, "the server is busy: the transcription queue is full; try again shortly",
+                    kind="rate_limit_error", code="queue_full", headers={"Retry-After": "5"})
+
+
+async def _admitted_request(request: Request, pipeline, admission, task: str) -> Response:
     form = await request.form(max_files=1, max_fields=64)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -184,19 +213,20 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
     if set(file_formats) - set(FILE_FORMATS):
         raise ApiError(400, f"formats takes a comma-separated list of {', '.join(FILE_FORMATS)}", param="formats")
     overrides = _request_options(form, task)
-    pipeline.options_for(**overrides)  # bad options are refused without taking a place in the queue
+    pipeline.options_for(**overrides)  # bad options are refused before a job is queued
     filename = Path(upload.filename or "upload").name or "upload"
 
+    abandoned = threading.Event()
+
     def job():
-        return _transcribe_upload(pipeline, upload, filename, overrides)
+        return _transcribe_upload(pipeline, upload, filename, overrides, abandoned)
 
     try:
-        transcript = await queue.run(job)
-    except QueueFull:
-        raise ApiError(429, "the server is busy: the transcription queue is full; try again shortly",
-                       kind="rate_limit_error", code="queue_full", headers={"Retry-After": "5"}) from None
+        transcript = await _unless_client_leaves(request, admission.run(job), abandoned)
     finally:
         await upload.close()
+    if transcript is None:
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
     if response_format == "json":
         return JSONResponse({"text": transcript.text})
     if response_format == "verbose_json":
@@ -204,17 +234,45 @@ async def _transcribe_request(request: Request, pipeline, queue: JobQueue, task:
     return PlainTextResponse(text_body(transcript, response_format), media_type=TEXT_MEDIA_TYPES[response_format])
 
 
-def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: dict[str, Any]):
+class _Abandoned(Exception):
+    """The client of a running job left; raised from the job's progress report to stop it."""
+
+
+async def _unless_client_leaves(request: Request, work, abandoned: threading.Event):
+    """Await ``work``; if the client disconnects first, cancel it and return None: a queued job gives its place
+    back at once, a running one stops at its next progress report."""
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if job.done():
+        return job.result()
+    abandoned.set()
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError, _Abandoned):
+        await job
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is read: the next message the server gets for this request is the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _transcribe_upload(pipeline, upload: UploadFile, filename: str, overrides: dict[str, Any],
+                       abandoned: threading.Event):
     """Copy the upload to a private temporary file (PyAV streams long files from disk) and transcribe it."""
-    suffix = Path(filename).suffix
-    suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 8 else ""
     with tempfile.TemporaryDirectory(prefix="whispersg-serve-") as folder:
-        path = Path(folder) / f"upload{suffix}"
+        # No suffix from the client: FFmpeg picks some demuxers (an .m3u8 playlist) by the name alone.
+        path = Path(folder) / "upload"
         upload.file.seek(0)
         with open(path, "wb") as stored:
             shutil.copyfileobj(upload.file, stored, 1 << 20)
         try:
-            transcript = pipeline.transcribe(path, **overrides)
+            transcript = pipeline.transcribe(path, progress=lambda *_: _stop_if(abandoned), **overrides)
         except WhisperSGError as error:
             # Name the client's file, not our temporary copy.
             raise type(error)(str(error).replace(str(path), filename)) from error
@@ -261,7 +319,11 @@ def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], 
     if _flag(query.get("diarize")):
         from whispersg.live.speakers import OnlineSpeakers
 
-        maximum = int(query["max_speakers"]) if query.get("max_speakers", "").isdigit() else None
+        try:
+            maximum = int(query["max_speakers"]) if query.get("max_speakers") else None
+        except ValueError:  # isdigit() took "²", which int() refuses
+            raise OptionError(f"max_speakers must be a whole number >= 1 (got {query['max_speakers']!r})") from None
+        pipeline.options_for(max_speakers=maximum)  # the range check every entry point shares
         speakers = OnlineSpeakers(pipeline.speaker_embedder(), max_speakers=maximum)
     return overrides, speakers, live_settings
 
@@ -291,8 +353,9 @@ def _model_card(pipeline) -> dict[str, Any]:
 def _key_matches(expected: Optional[str], authorization: Optional[str]) -> bool:
     if expected is None:
         return True
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(given.encode(), expected.encode())
+    scheme, _, given = (authorization or "").partition(" ")
+    # The scheme is part of the header's contract: a bare key is refused (as by OpenAI's servers).
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 def _version() -> str:
@@ -318,11 +381,60 @@ class _SessionCounter:
             self.active -= 1
 
 
-class UploadLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before reading them where the size is declared."""
+def _stop_if(abandoned: threading.Event) -> None:
+    if abandoned.is_set():
+        raise _Abandoned
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class HostCheck:
+    """Without a key, answer only requests addressed to this server (its bound host, or localhost, on its port):
+    a page on another site that rebinds its own name to this machine sends its own name as Host."""
+
+    LOCAL = ("localhost", "127.0.0.1", "::1")
+
+    def __init__(self, app, host: str, port: int) -> None:
+        self.app, self.host, self.port = app, host.strip("[]").lower(), port
+
+    def allowed(self, header: str) -> bool:
+        import ipaddress
+
+        name, port = header.lower(), "80"  # no port in Host: the default one
+        if name.startswith("["):
+            name, _, rest = name[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else port
+        elif ":" in name:
+            name, port = name.rsplit(":", 1)
+        if self.port and port != str(self.port):
+            return False
+        if name == self.host or name in self.LOCAL:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        # Bound to every interface: any address of this machine; a name could be rebound, an address cannot.
+        return self.host in ("0.0.0.0", "::", "")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if not self.allowed(host):
+                message = (f"Host {host!r} is not this server; without an API key only requests to "
+                           f"{self.host}:{self.port} or localhost are answered (start the server with an API key to "
+                           "serve other names)")
+                if scope["type"] == "websocket":
+                    await receive()
+                    return await send({"type": "websocket.close", "code": 1008, "reason": "wrong Host"})
+                return await JSONResponse(error_body(message, code="wrong_host"), status_code=421)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class UploadLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, before reading them where the size is declared, and
+    bodies that stall for ``idle_seconds`` with 408 (a stalled upload must not hold its place)."""
+
+    def __init__(self, app, max_bytes: int, idle_seconds: float = 30.0) -> None:
+        self.app, self.max_bytes, self.idle_seconds = app, max_bytes, idle_seconds
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -334,12 +446,19 @@ class UploadLimit:
             response = JSONResponse(error_body(message, code="file_too_large"), status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
-        received = 0
+        received, body_done = 0, False
 
         async def counted_receive():
-            nonlocal received
-            incoming = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only the disconnect comes, whenever the client leaves
+                return await receive()
+            try:
+                incoming = await asyncio.wait_for(receive(), self.idle_seconds)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the upload stalled: nothing arrived for {self.idle_seconds:g} s; send it again",
+                               code="upload_timeout", headers={"Connection": "close"}) from None
             if incoming["type"] == "http.request":
+                body_done = not incoming.get("more_body", False)
                 received += len(incoming.get("body", b""))
                 if received > self.max_bytes:
                     raise ApiError(413, message, code="file_too_large")

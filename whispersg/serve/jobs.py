@@ -1,6 +1,7 @@
 """A bounded job queue: transcriptions run on worker threads, never on the event loop.
 
-At most ``workers`` jobs run at once and at most ``capacity`` more wait; a job
+At most ``workers`` jobs run at once and at most ``capacity`` more wait (a place is
+taken before the upload is read, so this also bounds uploads in progress); a job
 beyond that is refused at once (the service answers 429) instead of piling up
 requests whose clients will time out anyway.
 """
@@ -39,14 +40,24 @@ class JobQueue:
             return {"workers": self.workers, "running": self._running, "waiting": self._admitted - self._running,
                     "capacity": self.capacity, "completed": self.completed, "rejected": self.rejected}
 
-    async def run(self, job: Callable[[], Result]) -> Result:
-        """Run ``job`` on a worker thread; raise QueueFull when there is no room for it."""
+    def admit(self) -> "Admission":
+        """Take a place for a job about to be sent (before its upload is read); raise QueueFull when there is none."""
         with self._lock:
             if self._admitted >= self.workers + self.capacity:
                 self.rejected += 1
                 raise QueueFull
             self._admitted += 1
+        return Admission(self)
 
+    async def run(self, job: Callable[[], Result]) -> Result:
+        """Run ``job`` on a worker thread; raise QueueFull when there is no room for it."""
+        return await self.admit().run(job)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    async def _run_admitted(self, job: Callable[[], Result]) -> Result:
         def tracked() -> Result:
             with self._lock:
                 self._running += 1
@@ -64,9 +75,25 @@ class JobQueue:
         except asyncio.CancelledError:
             # The client went away; a job that never started must give its place back.
             if future.cancel():
-                with self._lock:
-                    self._admitted -= 1
+                self._release()
             raise
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Admission:
+    """A place in the queue, taken before the job exists: ``run`` it once, or ``release`` it."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue, self._held = queue, True
+
+    async def run(self, job: Callable[[], Result]) -> Result:
+        self._held = False
+        return await self._queue._run_admitted(job)
+
+    def release(self) -> None:
+        """Give the place back if no job took it (the request failed before its job was queued)."""
+        if self._held:
+            self._held = False
+            self._queue._release()

@@ -11,7 +11,8 @@ server answers with JSON messages:
 - ``{"type": "committed", "segments": [...]}`` when a chunk ends (WhisperX segment dicts, times from
   session start, speakers when asked), never rewritten;
 - ``{"type": "done", "text": ..., "duration": ..., "dropped_seconds": ...}`` after ``stop``, then it closes;
-- ``{"type": "error", "message": ...}`` and a close, when something fails.
+- ``{"type": "error", "message": ...}`` and a close, when something fails or nothing arrives for a while
+  (``ServeSettings.live_idle_seconds``; what was sent is still transcribed and answered with ``done``).
 
 It uses the live transcriber of ``whispersg_live`` (same segmenter, commit policy
 and online speaker labels), fed by a PushSource instead of a microphone.
@@ -48,8 +49,8 @@ class _PipelineWithOverrides:
 
 
 async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=None,
-                      settings: Optional[LiveSettings] = None) -> None:
-    """Serve one accepted WebSocket until the client stops or disconnects."""
+                      settings: Optional[LiveSettings] = None, idle_seconds: Optional[float] = None) -> None:
+    """Serve one accepted WebSocket until the client stops, disconnects or sends nothing for ``idle_seconds``."""
     loop = asyncio.get_running_loop()
     outbox: "asyncio.Queue[Optional[dict]]" = asyncio.Queue()
     source = PushSource()
@@ -89,7 +90,11 @@ async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=N
     client_gone = False
     try:
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), idle_seconds)
+            except asyncio.TimeoutError:  # a session left open must not hold its slot forever
+                post({"type": "error", "message": f"no message for {idle_seconds:g} s; the session is ended"})
+                break
             if message["type"] == "websocket.disconnect":
                 client_gone = True
                 break

@@ -1,0 +1,1 @@
+"""Hostile-client and careless-user cases (issue 26): what the service and the commands must refuse."""

