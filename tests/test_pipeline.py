@@ -37,6 +37,10 @@ def test_dev_manifest_corpus_wer(pipeline, eval_items):
     # As `whispersg FOLDER` runs it: the clips share decoding batches (transcribe_many).
     results = list(pipeline.transcribe_many([item["path"] for item in eval_items]))
     assert [source for source, _ in results] == [item["path"] for item in eval_items]
+    failed = [(source, result) for source, result in results if isinstance(result, Exception)]
+    assert not failed, failed
+    for _, transcript in results:  # nothing of zero length (#25), on every kernel set (test_kernels.py)
+        assert all(s.end > s.start for s in transcript.segments) and all(w.end > w.start for w in transcript.words)
     hypotheses = [transcript.text for _, transcript in results]
     wer = corpus_wer([i["text"] for i in eval_items], hypotheses)
     singapore = [k for k, i in enumerate(eval_items) if i["accent"] == "singapore"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
 from whispersg.asr import Chunk
@@ -13,7 +10,7 @@ from whispersg.repetition import Run, copies_heard, drop_copies, new_words, susp
 from whispersg.types import MIN_WORD_SECONDS, Segment, Transcript, Word
 from whispersg.vad import SpeechRegion
 
-from .conftest import DEMO_WAV, whispersg_command
+from .conftest import DEMO_WAV
 
 
 def words(*spans: tuple[str, float, float]) -> list[Word]:
@@ -143,14 +140,3 @@ def test_a_recording_whose_decode_fails_fails_alone(pipeline, eval_items, monkey
     assert [source for source, _ in results] == paths
     assert isinstance(results[1][1], IndexError)
     assert all(isinstance(result, Transcript) and result.text for _, result in (results[0], results[2]))
-
-
-@pytest.mark.slow
-def test_the_folder_run_fails_nothing_and_writes_nothing_of_zero_length(eval_dir, cli_env, tmp_path):
-    done = subprocess.run(whispersg_command() + [str(eval_dir / "audio"), "-o", str(tmp_path), "-f", "json"],
-                          env=cli_env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and " 0 failed" in done.stdout + done.stderr, done.stdout + done.stderr
-    written = sorted(tmp_path.glob("*.json"))
-    assert len(written) == len(list((eval_dir / "audio").glob("*.wav")))
-    for path in written:
-        assert_nothing_of_zero_length(Transcript.from_dict(json.loads(path.read_text())))
