@@ -43,11 +43,16 @@ def traced(tmp_path, empty_model_store):
         pytest.skip("needs 'strace' (ptrace permitted) and 'unshare -n' (root or user namespaces)")
     runs = iter(range(100))
 
-    def run(command: list[str], timeout: int = 900):
+    def run(command: list[str], timeout: int = 900, plain_env: bool = False):
+        """plain_env: without the offline switches an earlier test may have exported, as in a user's shell."""
+        from whispersg.offline import OFFLINE_ENV
+
         number = next(runs)
         log, cache = tmp_path / f"strace-{number}.log", tmp_path / f"cache-{number}"
         env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", XDG_CACHE_HOME=str(cache),
                    PYTHONPATH=str(REPO))
+        if plain_env:
+            env = {name: value for name, value in env.items() if name not in OFFLINE_ENV}
         result = subprocess.run(["unshare", "-n", "strace", "-f", "-e", "trace=network", "-o", str(log), *command],
                                 capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
         written = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
@@ -131,3 +136,50 @@ def test_known_telemetry_switches_are_off():
     for name in ("ORT_DISABLE_TELEMETRY", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                  "HF_DATASETS_OFFLINE", "DO_NOT_TRACK"):
         assert name in OFFLINE_ENV, name
+
+
+def test_fine_tuning_chain_makes_no_connection_attempt(traced, tmp_path):
+    """transformers, datasets, huggingface_hub, evaluate, accelerate, torch and TensorBoard, run as a user runs them.
+
+    Each launcher must switch itself offline (the offline variables are removed from its environment). Without
+    that switch, train.py on its default hub base model made ~100 DNS queries here; with it, none. The only cache
+    files allowed are evaluate's copy of our local WER module and its lock files, never telemetry.
+    """
+    pytest.importorskip("transformers", reason="fine-tuning needs the [finetune] extra")
+    pytest.importorskip("datasets", reason="fine-tuning needs the [finetune] extra")
+    if not (shutil.which("espeak-ng") and shutil.which("ffmpeg")):
+        pytest.skip("the fake corpora are spoken by espeak-ng and encoded by ffmpeg")
+    from .finetune_corpora import build_common_voice, build_part3
+    from .tiny_whisper import build_tiny_whisper
+
+    corpora, base = tmp_path / "corpora", build_tiny_whisper(tmp_path / "tiny")
+    part3, cv = build_part3(corpora), build_common_voice(corpora)
+    scripts, work = REPO / "finetuning", tmp_path / "work"
+    run = work / "run"
+    commands = {
+        "imda_part3": [scripts / "data_preprocessing" / "imda_part3.py", part3, "--mic", "close", "-o", work / "p3", "-q"],
+        "common_voice": [scripts / "data_preprocessing" / "common_voice.py", cv, "-o", work / "cv", "-q"],
+        "finalize": [scripts / "data_preprocessing" / "finalize_data.py", work / "p3", work / "cv", "-o", work / "ds",
+                     "--test_size", "0.3", "-q"],
+        # The default --base_model is a hub id that is not cached here: a clear error, not a hub lookup.
+        "train_hub_default": [scripts / "train.py", work / "ds", "--output_dir", work / "hub-run", "--max_steps", "2", "-q"],
+        # Defaults otherwise (TensorBoard logging included): 2 updates, an evaluation (evaluate's WER) and a checkpoint.
+        "train": [scripts / "train.py", work / "ds", "--output_dir", run, "--base_model", base, "--max_steps", "2",
+                  "--eval_steps", "2", "--save_steps", "2", "--batch_size", "4", "--effective_batch_size", "4",
+                  "--optim", "adamw_torch", "--warmup_steps", "1", "--logging_steps", "1",
+                  "--generation_max_length", "20", "-q"],
+        "evaluate": [scripts / "evaluate.py", "--model", run, "--data", work / "ds", "--limit", "2",
+                     "--output", work / "wer.json", "-q"],
+    }
+    observed = {}
+    for name, command in commands.items():
+        result, attempts, cache = traced([sys.executable, *map(str, command)], timeout=300, plain_env=True)
+        if name == "train_hub_default":
+            assert result.returncode == 1 and "--allow_download" in result.stderr, result.stderr[-2000:]
+        else:
+            assert result.returncode == 0, (name, result.stderr[-2000:])
+        local = ("huggingface/modules/evaluate_modules/", "huggingface/modules/__init__.py", "huggingface/metrics/")
+        observed[name] = (attempts[:5], [path for path in cache if not path.startswith(local)])
+    assert (run / "model.safetensors").is_file() and (run / "checkpoint-2" / "tokenizer.json").is_file()
+    assert json.loads((work / "wer.json").read_text())[0]["utterances"] >= 1
+    assert all(attempts == [] and cache == [] for attempts, cache in observed.values()), observed
