@@ -129,3 +129,15 @@ def test_a_live_session_that_goes_quiet_is_ended(pipeline):
         assert [m["type"] for m in messages] == ["error", "done"] and "no message for 0.5 s" in messages[0]["message"]
         assert time.monotonic() - started < 30
         assert client.get("/health").json()["live_sessions"] == 0  # the slot is free again
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs 'unshare -n' to remove the network")
+def test_a_token_on_the_command_line_is_warned_about(tmp_path, cli_env):
+    # A flag's value is in the process list for every user; HF_TOKEN is not.
+    result = subprocess.run(["unshare", "-n", sys.executable, "-m", "whispersg", "models", "--model_dir", str(tmp_path),
+                             "download", "small.en", "--hf_token", "hf_secret_123"],
+                            capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=60)
+    if "unshare" in result.stderr and "Operation not permitted" in result.stderr:
+        pytest.skip("unshare -n is not permitted here")
+    assert "visible to other users" in result.stderr and "HF_TOKEN" in result.stderr, result.stderr
+    assert "hf_secret_123" not in result.stdout + result.stderr

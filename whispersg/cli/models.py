@@ -19,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch a model into the store (needs a network)")
     download.add_argument("name", help="model name (e.g. whispersg_small.en, small.en) or hub id owner/name")
     download.add_argument("--force", action="store_true", help="download again even if present")
-    download.add_argument("--hf_token", default=None, help="Hugging Face token for gated or private models (never logged)")
+    download.add_argument("--hf_token", default=None,
+                          help="Hugging Face token for gated or private models (never logged); prefer the HF_TOKEN "
+                               "environment variable, which other users cannot read in ps")
     path = sub.add_parser("path", help="print the folder a model name resolves to")
     path.add_argument("name", nargs="?", default=None, help="model name or folder (default: the default model)")
     convert = sub.add_parser("convert", help="convert a Hugging Face Whisper checkpoint (e.g. a fine-tuning output) to CTranslate2")
@@ -79,6 +81,9 @@ def _download(args: argparse.Namespace, store: Optional[Path]) -> int:
     from whispersg.console import stderr_console
     from whispersg.models import download_model
 
+    if args.hf_token:  # a flag's value is in the process list for every user of the machine (#26)
+        stderr_console().print("[yellow]warning:[/] --hf_token on the command line is visible to other users (ps); "
+                               "set HF_TOKEN instead", highlight=False)
     with stderr_console().status(f"downloading {escape(args.name)}…"):
         target = download_model(args.name, store, token=args.hf_token, force=args.force)
     print(target)
