@@ -9,7 +9,6 @@ so real repetitions ("no, no, no", "words words words") stay.
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,12 +24,11 @@ MIN_SUSPECT_COPIES = 3
 # window's text heard twice (two words alone, "in the", repeat by chance); so is a whole re-decode.
 MIN_REPEATED_RUN = 3
 
-_NOT_A_LETTER = re.compile(r"[^\w']+")
 
 
-def word_key(text: str) -> str:
-    """A word as compared for repetition: lower case, without punctuation."""
-    return _NOT_A_LETTER.sub("", text.lower()).strip("'")
+def word_key(word: str) -> str:
+    """A word as compared between hypotheses and for repetition: lower case, letters and digits only."""
+    return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
 def too_short_to_say(words: Sequence[Word]) -> bool:

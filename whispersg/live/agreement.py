@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from whispersg.repetition import word_key
 from whispersg.types import Segment, Word
 
 MAX_REPEAT_NGRAM = 5  # how many settled words a new hypothesis may repeat at its start (timestamp drift)
@@ -27,11 +28,6 @@ REPEAT_WINDOW = 0.3  # s: a repeat counts only if it starts this close to the la
 # (0.6: 1.00×, 40%; requiring 1 s of audio after the word instead: 1.26×; settling unsure words that
 # three hypotheses agree on: 1.29×).
 MIN_SCORE = 0.5
-
-
-def word_key(word: str) -> str:
-    """A word as compared between hypotheses: lower case, letters and digits only."""
-    return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
 def word_keys(text: str) -> set[str]:
