@@ -135,3 +135,47 @@ def virtual_microphone(tmp_path):
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
 
 
+
+
+class Watched:
+    """A child process whose stdout and stderr are read as they come, so a test can wait for a line
+    (the CLIs print one when they are ready) instead of sleeping for a guessed time."""
+
+    def __init__(self, args: list[str], **popen) -> None:
+        import threading
+
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+        self._lines = {"stdout": [], "stderr": []}
+        self._changed = threading.Condition()
+        self._readers = [threading.Thread(target=self._read, args=(name,), daemon=True) for name in self._lines]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, name: str) -> None:
+        for line in getattr(self.process, name):
+            with self._changed:
+                self._lines[name].append(line)
+                self._changed.notify_all()
+
+    def text(self, name: str = "stderr") -> str:
+        with self._changed:
+            return "".join(self._lines[name])
+
+    def wait_for(self, fragment: str, timeout: float, name: str = "stderr") -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while fragment not in "".join(self._lines[name]):
+                left = deadline - time.monotonic()
+                assert left > 0 and self.process.poll() is None, (
+                    f"no {fragment!r} on {name} within {timeout} s (exit {self.process.poll()}):\n{self.text_unlocked()}")
+                self._changed.wait(min(left, 0.5))
+
+    def text_unlocked(self) -> str:
+        return "".join(self._lines["stdout"]) + "".join(self._lines["stderr"])
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        """Wait for exit; (returncode, stdout, stderr)."""
+        returncode = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return returncode, self.text("stdout"), self.text("stderr")

@@ -178,6 +178,7 @@ def test_full_output_filesystem_is_one_clear_error_and_leaves_no_file(cli_env, t
     assert "LEFT:\n" in result.stdout or result.stdout.rstrip().endswith("LEFT:")  # no partial or temp file
 
 
+@pytest.mark.slow
 def test_killed_batch_leaves_only_complete_outputs_and_skip_existing_finishes_it(cli_env, tmp_path):
     import os
     import signal

@@ -216,6 +216,7 @@ def trained(prepared, tiny_base, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_wer_on_the_training_clips(trained, prepared, tiny_base):
     from whispersg.finetune.evaluate import evaluate_model, load_test_data
 
@@ -229,6 +230,7 @@ def test_training_lowers_loss_and_wer_on_the_training_clips(trained, prepared, t
     assert after.wer < 1.0 and after.wer < 0.5 * before.wer, (before.wer, after.wer, after.hypotheses)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_standalone_and_training_resumes(trained, prepared, tiny_base):
     from whispersg.finetune.evaluate import evaluate_model, load_test_data
 
@@ -250,6 +252,7 @@ def test_checkpoints_are_standalone_and_training_resumes(trained, prepared, tiny
     assert [e["step"] for e in state["log_history"] if "loss" in e][-2:] == [105, 110]
 
 
+@pytest.mark.slow
 def test_converted_model_transcribes_through_the_pipeline_and_cli(trained, prepared, tmp_path, capsys):
     from whispersg.cli.models import main as models_main
     from whispersg.finetune.evaluate import evaluate_model, load_test_data
@@ -284,6 +287,7 @@ def test_convert_refuses_a_folder_without_tokenizer(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
     papermill = pytest.importorskip("papermill", reason="executing the notebook needs papermill (the [finetune] extra)")
     output = tmp_path / "notebook-run"
@@ -306,6 +310,7 @@ def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
     assert "transcribe with: whispersg --model" in executed
 
 
+@pytest.mark.slow
 @pytest.mark.network_isolated
 @pytest.mark.skipif(not _unshare_works(), reason="needs 'unshare -n' (root or user namespaces) to remove the network")
 def test_preparation_and_training_run_without_a_network(corpora, tiny_base, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from .conftest import DEMO_WAV, EVAL_DIR, REPO, whispersg_command
 from .test_models import _unshare_works
 
-pytestmark = pytest.mark.network_isolated
+pytestmark = [pytest.mark.network_isolated, pytest.mark.slow]
 
 # Families that never leave the machine: Unix sockets, netlink (the kernel), AF_UNSPEC (resets a UDP socket).
 LOCAL_FAMILIES = {"AF_UNIX", "AF_LOCAL", "AF_NETLINK", "AF_UNSPEC"}

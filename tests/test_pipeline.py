@@ -32,6 +32,7 @@ def test_demo_call_transcript_quality(pipeline):
     assert wer <= DEMO_WER_BOUND, (wer, transcript.text)
 
 
+@pytest.mark.slow
 @pytest.mark.quality
 def test_dev_manifest_corpus_wer(pipeline, eval_items):
     # As `whispersg FOLDER` runs it: the clips share decoding batches (transcribe_many).

@@ -206,11 +206,20 @@ def test_diarized_transcription_labels_both_speakers(client):
     assert all(word.get("speaker") in speakers for word in verbose["words"])
 
 
-def test_realtime_websocket_streams_committed_text(client):
+def test_realtime_websocket_streams_committed_text(client, monkeypatch):
+    from whispersg.serve import realtime
+
+    settings = []
+
+    class SettingsSeen(realtime.LiveTranscriber):
+        def __init__(self, pipeline, source, live_settings, *rest, **named):
+            settings.append(live_settings)
+            super().__init__(pipeline, source, live_settings, *rest, **named)
+
+    monkeypatch.setattr(realtime, "LiveTranscriber", SettingsSeen)
     pcm = (np.clip(load_audio(DEMO_WAV), -1, 1) * 32767).astype("<i2").tobytes()
     messages = []
-    # max_commit_delay is whispersg_live's --max_commit_delay (audio arrives faster than real time
-    # here, so interims are skipped and it rarely acts; this checks it is taken).
+    # max_commit_delay is whispersg_live's --max_commit_delay: the session's transcriber gets it.
     with client.websocket_connect("/v1/realtime?language=en&max_commit_delay=3") as socket_:
         ready = socket_.receive_json()
         assert ready == {"type": "ready", "model": "tiny.en", "sample_rate": 16000}
@@ -232,6 +241,7 @@ def test_realtime_websocket_streams_committed_text(client):
     text = " ".join(s["text"].strip() for s in committed)
     assert messages[-1]["text"] == text and messages[-1]["duration"] == pytest.approx(30.0, abs=0.1)
     assert corpus_wer([demo_reference()], [text]) <= LIVE_DEMO_WER_BOUND, text
+    assert [s.max_commit_delay for s in settings] == [3.0]
 
 
 def test_realtime_websocket_refuses_bad_settings(client):
@@ -385,6 +395,7 @@ def test_browser_uploads_a_recording_and_shows_the_transcript(server):
         driver.quit()
 
 
+@pytest.mark.realtime
 def test_browser_microphone_streams_live_text(server, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -398,10 +409,12 @@ def test_browser_microphone_streams_live_text(server, tmp_path):
         _enter_key(driver)
         driver.find_element(By.ID, "mic-button").click()
         _wait_for(driver, lambda d: "listening" in d.find_element(By.ID, "live-status").text, 30)
+        played_until = time.monotonic() + len(audio) / 48000
         # Interim text appears while the call is still playing.
         _wait_for(driver, lambda d: d.find_element(By.ID, "live-interim").text.strip()
                   or d.find_element(By.ID, "live-committed").text.strip(), 30)
-        time.sleep(24)  # the rest of the 30 s call
+        # The fake microphone plays the call in real time: wait until all of it has been captured.
+        _wait_for(driver, lambda d: time.monotonic() >= played_until, len(audio) / 48000 + 5)
         driver.find_element(By.ID, "mic-button").click()
         _wait_for(driver, lambda d: "stopped" in d.find_element(By.ID, "live-status").text, 60)
         driver.save_screenshot(str(ARTIFACTS / "serve-live.png"))

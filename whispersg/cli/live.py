@@ -136,12 +136,17 @@ def _run(args: argparse.Namespace) -> int:
         from whispersg.live.speakers import OnlineSpeakers
 
         speakers = OnlineSpeakers(pipeline.speaker_embedder(), max_speakers=options.num_speakers or options.max_speakers)
-    transcriber = LiveTranscriber(pipeline, source, settings, on_update=display.update, on_commit=on_commit,
-                                  recording=recording, speakers=speakers)
-    if sys.stdin.isatty() and args.input != "-":
-        threading.Thread(target=_stop_on_enter, args=(transcriber,), daemon=True).start()
+    interactive = sys.stdin.isatty() and args.input != "-"
+
+    def announce() -> None:  # printed whether or not stdin is a terminal: scripts wait for this line
         if not args.quiet:
-            console.print("listening… press Enter or Ctrl-C to stop", highlight=False)
+            console.print("listening… " + ("press Enter or Ctrl-C to stop" if interactive else "Ctrl-C to stop"),
+                          highlight=False)
+
+    transcriber = LiveTranscriber(pipeline, source, settings, on_update=display.update, on_commit=on_commit,
+                                  recording=recording, speakers=speakers, on_start=announce)
+    if interactive:
+        threading.Thread(target=_stop_on_enter, args=(transcriber,), daemon=True).start()
     try:
         with display:
             transcript = transcriber.run()

@@ -130,6 +130,9 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
         threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     console = stderr_console()
     source.start()
+    if not args.quiet:  # printed whether or not stdin is a terminal: scripts wait for this line
+        console.print("recording… " + ("press Enter or Ctrl-C to stop and transcribe" if sys.stdin.isatty()
+                                       else "Ctrl-C to stop and transcribe"), highlight=False)
     seconds = 0.0
     try:
         with console.status("recording… press Enter or Ctrl-C to stop and transcribe") as status:

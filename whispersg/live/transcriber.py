@@ -220,7 +220,7 @@ class LiveTranscriber:
     def __init__(self, pipeline, source: LiveSource, settings: LiveSettings = LiveSettings(),
                  on_update: Optional[Callable[[LiveState], None]] = None,
                  on_commit: Optional[Callable[[list[Segment]], None]] = None,
-                 recording=None, speakers=None) -> None:
+                 recording=None, speakers=None, on_start: Optional[Callable[[], None]] = None) -> None:
         self.pipeline = pipeline
         self.speakers = speakers  # an OnlineSpeakers, for speaker labels on committed chunks
         self.source = source
@@ -230,6 +230,7 @@ class LiveTranscriber:
         self.state = LiveState()
         self.on_update = on_update or (lambda state: None)
         self.on_commit = on_commit or (lambda segments: None)
+        self.on_start = on_start or (lambda: None)  # the source is open: callers announce readiness
         self.recording = recording
         self.stop_requested = threading.Event()
         self._samples_seen = 0
@@ -257,6 +258,7 @@ class LiveTranscriber:
     # -- loop --------------------------------------------------------------------
     def run(self) -> Transcript:
         self.source.start()
+        self.on_start()
         try:
             while not self.stop_requested.is_set():
                 block = self.source.read(timeout=0.05)
