@@ -135,8 +135,6 @@ def virtual_microphone(tmp_path):
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
 
 
-
-
 class Watched:
     """A child process whose stdout and stderr are read as they come, so a test can wait for a line
     (the CLIs print one when they are ready) instead of sleeping for a guessed time."""
@@ -167,11 +165,8 @@ class Watched:
             while fragment not in "".join(self._lines[name]):
                 left = deadline - time.monotonic()
                 assert left > 0 and self.process.poll() is None, (
-                    f"no {fragment!r} on {name} within {timeout} s (exit {self.process.poll()}):\n{self.text_unlocked()}")
+                    f"no {fragment!r} on {name} within {timeout} s (exit {self.process.poll()}):\n{self.text('stdout')}{self.text()}")
                 self._changed.wait(min(left, 0.5))
-
-    def text_unlocked(self) -> str:
-        return "".join(self._lines["stdout"]) + "".join(self._lines["stderr"])
 
     def finish(self, timeout: float) -> tuple[int, str, str]:
         """Wait for exit; (returncode, stdout, stderr)."""

@@ -126,22 +126,23 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
     recording = RecordingWriter(folder / f"recording-{stamp}.wav")
     source = MicrophoneSource(device)
     stop = threading.Event()
+    hint = "Ctrl-C to stop and transcribe"
     if sys.stdin.isatty():
         threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+        hint = "press Enter or " + hint
     console = stderr_console()
     source.start()
     if not args.quiet:  # printed whether or not stdin is a terminal: scripts wait for this line
-        console.print("recording… " + ("press Enter or Ctrl-C to stop and transcribe" if sys.stdin.isatty()
-                                       else "Ctrl-C to stop and transcribe"), highlight=False)
+        console.print(f"recording… {hint}", highlight=False)
     seconds = 0.0
     try:
-        with console.status("recording… press Enter or Ctrl-C to stop and transcribe") as status:
+        with console.status(f"recording… {hint}") as status:
             while not stop.is_set():
                 block = source.read(timeout=0.1)
                 if block is not None:
                     recording.write(block)
                     seconds += len(block) / SAMPLE_RATE
-                    status.update(f"recording {seconds:5.1f} s… press Enter or Ctrl-C to stop and transcribe")
+                    status.update(f"recording {seconds:5.1f} s… {hint}")
     except KeyboardInterrupt:
         pass
     finally:
