@@ -16,7 +16,7 @@ from .conftest import DEMO_WAV
 LONG_MINUTES = 20
 # At the defaults: on CPU the pipeline decodes 2 chunks at a time, which a 1-minute recording already
 # fills, so a long one must not need more (a batch of 8 would cost ~0.5 GB once, whatever the length:
-# CTranslate2 keeps the encoder's keys and values per beam; see README "Long recordings").
+# CTranslate2 keeps the encoder's keys and values per beam; see docs/transcription.md "Long recordings").
 DEFAULTS: list[str] = []
 
 

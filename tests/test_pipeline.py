@@ -15,7 +15,7 @@ from whispersg.metrics import corpus_wer, normalize, read_stm
 from .conftest import DEMO_STM, DEMO_WAV, demo_reference
 
 # Corpus WER of the default pipeline (tiny.en, int8) on the 50-clip dev manifest, after Whisper's
-# English normaliser. Measured 0.0932 on 2026-11-26 (see README "Benchmarks"); faster-whisper's own
+# English normaliser. Measured 0.0932 on 2026-11-26 (see docs/benchmarks.md); faster-whisper's own
 # batched pipeline measures 0.0985 and WhisperX 3.8.6 0.094 on the same set. The bound allows for
 # int8 kernel differences between CPUs (+0.005), not for regressions.
 EVAL_WER_BOUND = 0.098
