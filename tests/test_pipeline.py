@@ -230,7 +230,7 @@ def test_speech_a_window_skipped_is_decoded_again(pipeline, eval_items):
 def test_skipped_stretches_are_regions_without_their_words():
     from whispersg.asr import Chunk, replace_stretch, skipped_stretches
     from whispersg.types import Segment, Word
-    from whispersg.vad import SpeechRegion
+    from whispersg.types import SpeechRegion
 
     regions = [SpeechRegion(0.0, 3.0), SpeechRegion(4.0, 8.0), SpeechRegion(9.0, 9.5), SpeechRegion(10.0, 14.0)]
     chunk = Chunk(0.0, 15.0, regions)

@@ -23,8 +23,8 @@ from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import OptionError
 from whispersg.options import PipelineOptions
 from whispersg.repetition import MAX_CHARS_PER_SECOND, copies_heard, drop_copies, new_words, suspect_runs
-from whispersg.types import Segment, Word
-from whispersg.vad import SpeechRegion
+from whispersg.types import Segment, SpeechRegion, Word
+from whispersg.vocab import vocabulary_hotwords
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,6 @@ class WhisperDecoder:
         )
 
     def _hotwords(self, tokenizer, options: PipelineOptions) -> Optional[str]:
-        from whispersg.vocab import vocabulary_hotwords
-
         key = (options.vocab, options.hotwords)
         if key not in self._hotwords_cache:
             count = lambda text: len(tokenizer.encode(" " + text))  # noqa: E731

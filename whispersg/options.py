@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from whispersg.errors import OptionError
 from whispersg.languages import language_code
+from whispersg.types import SpeakerCount
+from whispersg.vocab import load_vocabulary
 
 
 def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optional[tuple] = None, group: str = "asr", **extra: Any) -> Any:
@@ -135,8 +137,6 @@ class PipelineOptions:
         if self.device is None:
             self.device = "auto"
         if self.vocab:
-            from whispersg.vocab import load_vocabulary
-
             load_vocabulary(self.vocab)  # a missing or unreadable file fails now, not after model loading
         self._check_numbers()
         if self.task not in ("transcribe", "translate"):
@@ -176,9 +176,7 @@ class PipelineOptions:
             if whole:
                 setattr(self, option.name, int(value))  # 3.0 from JSON or a float keyword works as 3
 
-    def speaker_count(self):
-        from whispersg.diarization import SpeakerCount
-
+    def speaker_count(self) -> SpeakerCount:
         return SpeakerCount(self.num_speakers, self.min_speakers, self.max_speakers)
 
     def temperatures(self) -> tuple[float, ...]:
@@ -216,3 +214,23 @@ LEGACY_KEYWORDS = {
     "diarization": "diarize",
     "align_model_name": "align_model",
 }
+
+
+def build_options(options: Optional[PipelineOptions] = None, **keywords: Any) -> PipelineOptions:
+    """Merge keyword arguments (today's names or the original WhisperSG ones) into options."""
+    known = PipelineOptions.field_names()
+    changes: dict[str, Any] = {}
+    for key, value in keywords.items():
+        name = LEGACY_KEYWORDS.get(key, key)
+        if name not in known:
+            raise OptionError(f"unknown option {key!r}; see help(whispersg.PipelineOptions) for the valid names")
+        changes[name] = value
+    if "temperature" in changes and isinstance(changes["temperature"], (list, tuple)):
+        # faster-whisper style schedule: first value, then its step.
+        schedule = [float(t) for t in changes["temperature"]]
+        changes["temperature"] = schedule[0]
+        changes["temperature_increment_on_fallback"] = schedule[1] - schedule[0] if len(schedule) > 1 else None
+    if isinstance(changes.get("suppress_tokens"), (list, tuple)):
+        changes["suppress_tokens"] = ",".join(str(t) for t in changes["suppress_tokens"])
+    base = options or PipelineOptions()
+    return base.updated(**changes).validate()

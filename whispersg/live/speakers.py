@@ -21,8 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from whispersg.diarization import SpeakerCount, cluster_embeddings, turns_from_windows
-from whispersg.types import SpeakerTurn
+from whispersg.diarization import cluster_embeddings, turns_from_windows
+from whispersg.types import SpeakerCount, SpeakerTurn
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,12 @@ import numpy as np
 
 from whispersg.asr import fails_thresholds
 from whispersg.audio import SAMPLE_RATE
+from whispersg.capture import LiveSource
+from whispersg.errors import OptionError
 from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
-from whispersg.live.sources import LiveSource
 from whispersg.options import PipelineOptions
+from whispersg.speakers import assign_speakers
 from whispersg.types import Segment, SpeakerTurn, Transcript
 
 logger = logging.getLogger(__name__)
@@ -127,8 +129,6 @@ class LiveSettings:
 
     def __post_init__(self) -> None:
         # The one check for every caller (CLI, realtime WebSocket, library): 0 turns the delay off.
-        from whispersg.errors import OptionError
-
         if self.soft_chunk_limit is not None and self.soft_chunk_limit <= 0:
             self.soft_chunk_limit = None
         if self.hard_chunk_limit is not None and self.hard_chunk_limit <= 0:
@@ -420,8 +420,6 @@ class LiveTranscriber:
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
         if self.speakers is not None and segments and len(audio):
-            from whispersg.speakers import assign_speakers
-
             turns = [SpeakerTurn(t.start + start, t.end + start, t.speaker) for t in self.speakers.label(audio)]
             segments = assign_speakers(segments, turns)
         committed_at = self._now()
