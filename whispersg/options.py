@@ -56,11 +56,12 @@ class PipelineOptions:
         switch=("--fp16", "float16", "float32"),
     )
     threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model", at_least=0)
+    # 2 on CPU: 8 costs ~0.4 GB more (tiny.en) for a little speed (docs/decisions.md#cpu-batch-size).
     batch_size: Optional[int] = _opt(
         None,
         "number of 30 s chunks decoded together; default: 8 on CUDA, 2 on CPU, where each chunk of a batch "
-        "holds beam_size copies of the encoder's attention keys and values (tiny.en: 8 chunks take ~0.4 GB "
-        "more memory than 2, for 5-20%% more speed on long files)",
+        "holds beam_size copies of the encoder's attention keys and values: more chunks take more memory "
+        "for somewhat more speed on long files",
         group="model", at_least=1,
     )
 
@@ -82,7 +83,8 @@ class PipelineOptions:
     # --- decoding ---
     beam_size: int = _opt(5, "beam width of beam search (1 = greedy)", at_least=1)
     best_of: int = _opt(5, "candidates sampled at a non-zero temperature", at_least=1)
-    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates (2 measured lower WER at no measurable cost)", above=0)
+    # 2: a lower WER than 1 on the dev set, at no measurable cost (docs/decisions.md#beam-search-patience).
+    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates", above=0)
     length_penalty: float = _opt(1.0, "exponential length penalty", at_least=0)
     temperature: float = _opt(0.0, "sampling temperature of the first decode (0 to 1)", at_least=0, at_most=1)
     temperature_increment_on_fallback: Optional[float] = _opt(

@@ -231,8 +231,7 @@ def return_freed_memory_to_the_system() -> None:
 
     Decoding allocates many large, short-lived buffers; with glibc's adaptive
     thresholds they fragment the heap and peak RSS creeps up over a long
-    recording (measured on 20 min of speech: +195 MB over a 1-min file by
-    default, +84 MB with this).  No effect on other C libraries.
+    recording (docs/decisions.md#glibc-malloc-thresholds).  No effect on other C libraries.
     """
     import ctypes
     import ctypes.util
