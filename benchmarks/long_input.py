@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name or folder (default: the default model)")
     parser.add_argument("--batch_size", type=int, default=None, help="decoding batch size (default: the pipeline's)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help="keep the transcripts (long-1min.json, long-<N>min.json) here (default: discarded)")
     args = parser.parse_args(argv)
     extra = (["--model", args.model] if args.model else []) + (["--batch_size", str(args.batch_size)] if args.batch_size else [])
     rows = []
@@ -85,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch)
         for minutes in (1.0, args.minutes):
             audio = scratch / f"long-{minutes:g}min.wav"
-            build_long_recording(args.clips, minutes, audio)
-            result = transcribe_measured(audio, scratch / "out", extra)
+            copies = build_long_recording(args.clips, minutes, audio)
+            result = transcribe_measured(audio, args.output_dir or scratch / "out", extra)
             if result["returncode"] != 0:
                 print(f"whispersg failed on the {minutes:g}-minute file", file=sys.stderr)
                 return 1
-            rows.append({"minutes": minutes, "wall_s": round(result["wall_s"], 1),
+            rows.append({"minutes": minutes, "clips": copies, "wall_s": round(result["wall_s"], 1),
                          "rtf": round(result["wall_s"] / (minutes * 60), 4), "peak_rss_mb": round(result["peak_rss_mb"], 1)})
             print(rows[-1], flush=True)
     growth = rows[1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]

@@ -42,7 +42,7 @@ WORD_TIMING_SYSTEMS = ("whispersg", "whispersg-per-file", "whispersg-vocab-sg", 
                        "whisperx-align")
 # The default batch size of faster-whisper's BatchedInferencePipeline.transcribe and of WhisperX's CLI.
 PEER_BATCH_SIZE = 8
-# Variants compared on request (--systems), e.g. the Singapore vocabulary experiment of README.
+# Variants compared on request (--systems), e.g. the Singapore vocabulary experiment in docs/benchmarks.md.
 EXTRA_SYSTEMS = ("whispersg-vocab-sg",)
 DIARIZATION_SYSTEMS = ("whispersg-diarize", "senko", "whispersg-full")
 

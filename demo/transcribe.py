@@ -6,7 +6,7 @@
 import argparse
 from pathlib import Path
 
-from whispersg import WhisperSGPipeline, print_transcription
+from whispersg import WhisperSGPipeline, print_transcription, write_transcript
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("audio", nargs="?", default=str(Path(__file__).with_name("sample.wav")))
@@ -17,4 +17,4 @@ args = parser.parse_args()
 pipeline = WhisperSGPipeline(diarize=args.diarize)
 transcript = pipeline.transcribe(args.audio)
 print_transcription(transcript)
-print(f"subtitles written to {transcript.write(args.output)}")
+print(f"subtitles written to {write_transcript(transcript, args.output)}")

@@ -24,11 +24,8 @@ from whispersg.metrics import corpus_wer
 
 from .conftest import DEMO_WAV, REPO, Watched, demo_reference
 
-# Live WER on the demo call, replayed as fast as possible. Measured 0.161 with the default 4 s / 12 s
-# chunk limits (0.149 with 15 s / 30 s; offline pipeline 0.115): on this 30 s call one hard cut lands in
-# overlapping speech.  Since committing decodes hear the last chunks: 0.138-0.149 (greedy chunk ends,
-# not the default: 0.17-0.23).  The defaults were chosen on the 5.3-min eval stream of benchmarks/live.py (48 cuts):
-# live WER 0.98× offline there, against 1.14× with 15 s / 30 s.
+# Live WER on the demo call, replayed as fast as possible: above the offline pipeline's, as on this
+# 30 s call one hard cut lands in overlapping speech (docs/decisions.md#test-bounds).
 LIVE_DEMO_WER_BOUND = 0.18
 
 
@@ -100,8 +97,8 @@ def test_words_settled_early_are_never_rewritten(pipeline):
     for shown in shown_committed:
         assert final[: len(shown)] == shown, (shown, final)
     early = sum(t.early for t in transcriber.state.timings)
-    # In lockstep every interim runs: measured 66 of 74 words settled before their chunk ended (the
-    # rest are low-confidence words that wait for the chunk's beam-search decode).
+    # In lockstep every interim runs; the low-confidence rest waits for the chunk's beam-search
+    # decode (docs/decisions.md#test-bounds).
     assert early >= len(transcriber.state.timings) // 2, (early, len(transcriber.state.timings))
     assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
 
@@ -148,9 +145,8 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     # A greedy interim always comes between two forced decodes.
     assert "forced" in decodes and not any(a == b == "forced" for a, b in zip(decodes, decodes[1:])), decodes
     # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
-    # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway.  Measured
-    # on this call: 0% of words later than 3 s with the 2 s delay (longest 2.18 s, WER 0.149), 45%
-    # with it off (longest 10.7 s, WER 0.161).
+    # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway
+    # (docs/decisions.md#test-bounds).
     late = lambda values: sum(v > delay + 1.0 for v in values) / len(values)  # noqa: E731
     assert late(bounded_waits) <= 0.10, sorted(bounded_waits)
     assert late(unbounded_waits) > late(bounded_waits) + 0.05, (sorted(unbounded_waits), sorted(bounded_waits))
@@ -355,8 +351,7 @@ def test_live_cli_works_with_no_network_at_all(tmp_path, cli_env):
 
 
 # Live --diarize, DER (collar 0.25) of committed segments' speaker labels with the default chunk limits,
-# measured 2026-11-26: demo call 0.193 (2/2 speakers), Picovoice 3-speaker clip 0.146 (3/3); the file
-# pipeline's segment labels on the same clips: 0.123 and 0.201.
+# about the file pipeline's segment labels on the same clips (docs/decisions.md#test-bounds).
 LIVE_SEGMENT_DER_BOUND = 0.22
 
 

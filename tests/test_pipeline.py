@@ -14,12 +14,10 @@ from whispersg.metrics import corpus_wer, normalize, read_stm
 
 from .conftest import DEMO_STM, DEMO_WAV, demo_reference
 
-# Corpus WER of the default pipeline (tiny.en, int8) on the 50-clip dev manifest, after Whisper's
-# English normaliser. Measured 0.0932 on 2026-11-26 (see README "Benchmarks"); faster-whisper's own
-# batched pipeline measures 0.0985 and WhisperX 3.8.6 0.094 on the same set. The bound allows for
-# int8 kernel differences between CPUs (+0.005), not for regressions.
+# Corpus WER of the default pipeline (tiny.en, int8) on the 50-clip dev manifest, after Whisper's English
+# normaliser: the measured value plus room for int8 kernel differences between CPUs (docs/decisions.md#test-bounds).
 EVAL_WER_BOUND = 0.098
-# The pyannote sample call (two speakers on a phone line) against its STM transcript. Measured 0.115.
+# The pyannote sample call (two speakers on a phone line) against its STM transcript (docs/decisions.md#test-bounds).
 DEMO_WER_BOUND = 0.13
 
 
@@ -212,7 +210,8 @@ def _joined(eval_items, ids: list[str], pause: float = 1.0) -> tuple[np.ndarray,
 
 # Five FLEURS readers then a LibriSpeech one, joined with 1 s pauses (57 s): one 30 s window ends its
 # transcript after the first reader and another jumps over a whole clip ("many people don't think
-# about them as dinosaurs..."), WER 0.24.  Decoding the skipped speech again on its own: 0.136.
+# about them as dinosaurs..."); decoding the skipped speech again on its own recovers them
+# (docs/decisions.md#test-bounds).
 SKIPPED_SPEECH_WER_BOUND = 0.18
 
 
@@ -231,7 +230,7 @@ def test_speech_a_window_skipped_is_decoded_again(pipeline, eval_items):
 def test_skipped_stretches_are_regions_without_their_words():
     from whispersg.asr import Chunk, replace_stretch, skipped_stretches
     from whispersg.types import Segment, Word
-    from whispersg.vad import SpeechRegion
+    from whispersg.types import SpeechRegion
 
     regions = [SpeechRegion(0.0, 3.0), SpeechRegion(4.0, 8.0), SpeechRegion(9.0, 9.5), SpeechRegion(10.0, 14.0)]
     chunk = Chunk(0.0, 15.0, regions)
@@ -255,7 +254,7 @@ def test_skipped_stretches_are_regions_without_their_words():
 # The demo call from 12.4 s: "This is Diane in New Jersey. And I'm Sheila in Texas, originally
 # from Chicago." (to 17.8 s) is given as the prefix; the rest is to be transcribed.
 PREFIX_START, PREFIX_END, PREFIX_STOP = 12.4, 17.78, 24.0
-PREFIX_WER_BOUND = 0.1  # measured 0.0 (plain, the prefix transcribed again too: 0.71)
+PREFIX_WER_BOUND = 0.1  # far below what transcribing the prefix again scores (docs/decisions.md#test-bounds)
 
 
 def test_prefix_is_heard_but_not_transcribed_again(pipeline):

@@ -425,8 +425,8 @@ def test_browser_microphone_streams_live_text(server, tmp_path):
 
 
 # Through the browser the call is resampled (48 kHz fake microphone → 16 kHz AudioContext) and streamed in
-# real time; measured 0.161, the same as replaying the file into the live transcriber (LIVE_DEMO_WER_BOUND).
-# The margin is for where capture starts and where the real-time chunk cuts land.
+# real time; the margin is for where capture starts and where the real-time chunk cuts land
+# (docs/decisions.md#test-bounds).
 LIVE_BROWSER_WER_BOUND = 0.22
 
 

@@ -1,7 +1,7 @@
 """WhisperSG: offline speech-to-text tuned for Singaporean English.
 
 Public API: ``WhisperSGPipeline``, ``PipelineOptions``, the result types
-``Transcript``, ``Segment``, ``Word``, ``SpeakerTurn`` and
+``Transcript``, ``Segment``, ``Word``, ``SpeakerTurn``, and ``write_transcript`` and
 ``print_transcription``.  Imports are lazy, so ``import whispersg`` loads
 nothing heavy and touches no network.
 """
@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "WhisperSGPipeline": "whispersg.pipeline",
-    "print_transcription": "whispersg.pipeline",
+    "print_transcription": "whispersg.writers",
+    "write_transcript": "whispersg.writers",
     "PipelineOptions": "whispersg.options",
     "Transcript": "whispersg.types",
     "Segment": "whispersg.types",
@@ -28,8 +29,9 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from whispersg.errors import WhisperSGError
     from whispersg.options import PipelineOptions
-    from whispersg.pipeline import WhisperSGPipeline, print_transcription
+    from whispersg.pipeline import WhisperSGPipeline
     from whispersg.types import Segment, SpeakerTurn, Transcript, Word
+    from whispersg.writers import print_transcription, write_transcript
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -23,8 +23,8 @@ from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import OptionError
 from whispersg.options import PipelineOptions
 from whispersg.repetition import MAX_CHARS_PER_SECOND, copies_heard, drop_copies, new_words, suspect_runs
-from whispersg.types import Segment, Word
-from whispersg.vad import SpeechRegion
+from whispersg.types import Segment, SpeechRegion, Word
+from whispersg.vocab import vocabulary_hotwords
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,17 @@ class _Decode:
     temperature: float
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One call of CTranslate2's generate: ``count`` rows forced through ``prompt`` (prompt + prefix tokens)."""
+
+    prompt: list[int]
+    count: int
+    temperature: float
+    suppress: list[int]
+    max_length: int
+
+
 class WhisperDecoder:
     """Decodes chunks of 16 kHz audio with one loaded faster-whisper ``WhisperModel``.
 
@@ -75,9 +86,8 @@ class WhisperDecoder:
 
     @property
     def default_batch_size(self) -> int:
-        # Measured on 2 h of speech, tiny.en, 2 CPU threads: batch 8 peaks 504 MB above a 1-min file
-        # (CTranslate2 keeps the encoder's keys and values once per beam), batch 2 only 92 MB; batch 8
-        # was 5-20% faster back to back on 20 min.  GPU memory is another budget: there, batching pays more.
+        # CTranslate2 keeps the encoder's keys and values once per beam, so on CPU a small batch keeps
+        # memory flat for little speed lost; GPUs batch more (docs/decisions.md#cpu-batch-size).
         return DEFAULT_BATCH_SIZE_CUDA if self.whisper.model.device == "cuda" else DEFAULT_BATCH_SIZE_CPU
 
     @property
@@ -187,8 +197,6 @@ class WhisperDecoder:
         )
 
     def _hotwords(self, tokenizer, options: PipelineOptions) -> Optional[str]:
-        from whispersg.vocab import vocabulary_hotwords
-
         key = (options.vocab, options.hotwords)
         if key not in self._hotwords_cache:
             count = lambda text: len(tokenizer.encode(" " + text))  # noqa: E731
@@ -217,6 +225,18 @@ class WhisperDecoder:
         it, and neither the text nor the words returned include it.
         """
         prefix = list(prefix)
+        prompt = self._fit_prompt(prompt, prefix, tokenizer)
+        batch = [chunk for _, chunk in items]
+        features = np.stack([self._features(audio, chunk) for audio, chunk in items])
+        encoder_output = self.whisper.encode(features)
+        request = Generation(prompt=prompt + prefix, count=len(batch), temperature=0.0,
+                             suppress=self._suppress_tokens(tokenizer, options),
+                             max_length=self._max_length(prompt, prefix, options))
+        best = self._decode_with_fallback(features, encoder_output, request, tokenizer, options, len(prefix))
+        return self._segments(batch, best, encoder_output, tokenizer, options, prefix)
+
+    def _fit_prompt(self, prompt: list[int], prefix: list[int], tokenizer) -> list[int]:
+        """The prompt, shortened so that it and the prefix fit half of Whisper's token budget."""
         budget = self.whisper.max_length // 2 - 1
         if prefix and len(prompt) + len(prefix) > budget and prompt and prompt[0] == tokenizer.sot_prev:
             # The previous text gives way to the prefix, oldest tokens first.
@@ -226,10 +246,10 @@ class WhisperDecoder:
         if prefix and len(prompt) + len(prefix) > budget:
             raise OptionError(f"the prompt and prefix are too long for Whisper (at most {budget} tokens together); "
                               "shorten them")
-        batch = [chunk for _, chunk in items]
-        features = np.stack([self._features(audio, chunk) for audio, chunk in items])
-        encoder_output = self.whisper.encode(features)
-        suppress = self._suppress_tokens(tokenizer, options)
+        return prompt
+
+    def _max_length(self, prompt: list[int], prefix: list[int], options: PipelineOptions) -> int:
+        """CTranslate2's max_length that lets a decode generate at most ``options.max_new_tokens``."""
         max_length = self.whisper.max_length
         if options.max_new_tokens:
             # CTranslate2 stops a sequence (the prefix, then what it generates) at min(max_length / 2,
@@ -239,19 +259,24 @@ class WhisperDecoder:
             max_length = min(max_length, max(2 * wanted, len(prompt) + wanted))
         if len(prompt) >= max_length:
             raise OptionError("the prompt (initial_prompt + hotwords) is too long for Whisper; shorten it")
+        return max_length
 
-        temperatures = options.temperatures()
-        best: list[Optional[_Decode]] = [None] * len(batch)
-        candidates: list[list[_Decode]] = [[] for _ in batch]
-        pending = list(range(len(batch)))
-        for temperature in temperatures:
+    def _decode_with_fallback(self, features: np.ndarray, encoder_output, request: "Generation", tokenizer,
+                              options: PipelineOptions, prefix_length: int) -> list[Optional[_Decode]]:
+        """Each row's decode: the first temperature whose decode passes the thresholds (or is silence);
+        only the rows that fail are decoded again, still batched, at the next temperature."""
+        count = request.count
+        best: list[Optional[_Decode]] = [None] * count
+        candidates: list[list[_Decode]] = [[] for _ in range(count)]
+        pending = list(range(count))
+        for temperature in options.temperatures():
             if not pending:
                 break
-            sub_output = encoder_output if len(pending) == len(batch) else self.whisper.encode(features[pending])
-            results = self._generate(sub_output, prompt + prefix, len(pending), temperature, suppress, max_length, options)
+            sub_output = encoder_output if len(pending) == count else self.whisper.encode(features[pending])
+            results = self._generate(sub_output, replace(request, count=len(pending), temperature=temperature), options)
             still_failing = []
             for index, result in zip(pending, results):
-                decode = self._score(result, tokenizer, temperature, options, len(prefix))
+                decode = self._score(result, tokenizer, temperature, options, prefix_length)
                 candidates[index].append(decode)
                 if self._is_silence(decode, options) or not fails_thresholds(decode, options):
                     best[index] = decode
@@ -259,14 +284,12 @@ class WhisperDecoder:
                     still_failing.append(index)
             pending = still_failing
         for index in pending:
-            # Every temperature failed: keep the most probable non-repetitive decode, as Whisper does.
-            pool = [
-                d
-                for d in candidates[index]
-                if options.compression_ratio_threshold is None or d.compression_ratio <= options.compression_ratio_threshold
-            ] or candidates[index]
-            best[index] = max(pool, key=lambda d: d.avg_logprob)
+            best[index] = best_failed_decode(candidates[index], options)
+        return best
 
+    def _segments(self, batch: list[Chunk], best: list[Optional[_Decode]], encoder_output, tokenizer,
+                  options: PipelineOptions, prefix: list[int]) -> list[Optional[Segment]]:
+        """Segments of the decodes that heard speech, their words timed by cross-attention."""
         kept = [
             (chunk, decode, i)
             for i, (chunk, decode) in enumerate(zip(batch, best))
@@ -337,20 +360,21 @@ class WhisperDecoder:
         found = self._decode_batch([(items[row][0], stretch) for row, stretch in stretches], tokenizer, prompt, options)
         return list(zip(stretches, found))
 
-    def _generate(self, encoder_output, prompt, count, temperature, suppress, max_length, options):
-        if temperature > 0:
-            sampling = {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0, "sampling_temperature": temperature}
+    def _generate(self, encoder_output, request: "Generation", options: PipelineOptions):
+        if request.temperature > 0:
+            sampling = {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0,
+                        "sampling_temperature": request.temperature}
         else:
             sampling = {"beam_size": options.beam_size, "patience": options.patience}
         return self.whisper.model.generate(
             encoder_output,
-            [list(prompt) for _ in range(count)],
+            [list(request.prompt) for _ in range(request.count)],
             length_penalty=options.length_penalty,
-            max_length=max_length,
+            max_length=request.max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
-            suppress_tokens=suppress,
+            suppress_tokens=request.suppress,
             **sampling,
         )
 
@@ -409,6 +433,16 @@ class WhisperDecoder:
             ]
             out.append(snap_to_speech(words, chunk.regions))
         return out
+
+
+def best_failed_decode(candidates: list[_Decode], options: PipelineOptions) -> _Decode:
+    """Every temperature failed: the most probable non-repetitive decode, as Whisper keeps."""
+    pool = [
+        d
+        for d in candidates
+        if options.compression_ratio_threshold is None or d.compression_ratio <= options.compression_ratio_threshold
+    ] or candidates
+    return max(pool, key=lambda d: d.avg_logprob)
 
 
 def fits_in_speech(text: str, chunk: Chunk) -> bool:

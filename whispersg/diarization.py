@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from whispersg.audio import SAMPLE_RATE
-from whispersg.errors import DependencyError, OptionError, missing_extra
-from whispersg.types import SpeakerTurn
-from whispersg.vad import SpeechRegion, VadSettings, detect_speech
+from whispersg.errors import DependencyError, missing_extra
+from whispersg.types import SpeakerCount, SpeakerTurn, SpeechRegion
+from whispersg.vad import VadSettings, detect_speech
 
 logger = logging.getLogger(__name__)
 
@@ -33,24 +32,6 @@ DIARIZATION_VAD = VadSettings(onset=0.55, offset=0.4, min_speech_duration=0.25, 
 # A speaker needs at least 2 windows (about 2.1 s of speech) to count. 3D-Speaker's default of 4
 # (about 3.3 s) folds anyone who says a single sentence into another speaker.
 MIN_SPEAKER_WINDOWS = 2
-
-
-@dataclass(frozen=True)
-class SpeakerCount:
-    """What the user knows about the number of speakers."""
-
-    num_speakers: Optional[int] = None
-    min_speakers: Optional[int] = None
-    max_speakers: Optional[int] = None
-
-    def validate(self) -> "SpeakerCount":
-        for name in ("num_speakers", "min_speakers", "max_speakers"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise OptionError(f"--{name} must be at least 1 (got {value})")
-        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
-            raise OptionError(f"--min_speakers ({self.min_speakers}) is larger than --max_speakers ({self.max_speakers})")
-        return self
 
 
 class EmbeddedDiarizer:

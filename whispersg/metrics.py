@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable, Optional
 
+from whispersg.types import SpeakerTurn
+
 
 @functools.lru_cache(maxsize=1)
 def _normalizer():
@@ -43,8 +45,6 @@ def corpus_wer(references: Iterable[str], hypotheses: Iterable[str],
 def read_rttm(path) -> list:
     """Speaker turns from an RTTM file."""
     from pathlib import Path
-
-    from whispersg.types import SpeakerTurn
 
     turns = []
     for line in Path(path).read_text().splitlines():

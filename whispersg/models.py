@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.errors import ModelError, NetworkError, OptionError, missing_extra
+from whispersg.offline import allow_downloads
 from whispersg.writers import check_output_folder, remove_replaced_folder
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,6 @@ def download_model(name: str, store: Optional[Path] = None, token: Optional[str]
         logger.info("%s is already in %s", name, target)
         return target
     check_output_folder(target, MODEL_WEIGHTS, True, "model", "--force")  # a folder of other files is never replaced
-    from whispersg.offline import allow_downloads
 
     allow_downloads()
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(DOWNLOAD_TIMEOUT_S)))

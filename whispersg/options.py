@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from whispersg.errors import OptionError
 from whispersg.languages import language_code
+from whispersg.types import SpeakerCount
+from whispersg.vocab import load_vocabulary
 
 
 def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optional[tuple] = None, group: str = "asr", **extra: Any) -> Any:
@@ -54,11 +56,12 @@ class PipelineOptions:
         switch=("--fp16", "float16", "float32"),
     )
     threads: int = _opt(0, "CPU threads for inference (0 = all cores)", group="model", at_least=0)
+    # 2 on CPU: 8 costs ~0.4 GB more (tiny.en) for a little speed (docs/decisions.md#cpu-batch-size).
     batch_size: Optional[int] = _opt(
         None,
         "number of 30 s chunks decoded together; default: 8 on CUDA, 2 on CPU, where each chunk of a batch "
-        "holds beam_size copies of the encoder's attention keys and values (tiny.en: 8 chunks take ~0.4 GB "
-        "more memory than 2, for 5-20%% more speed on long files)",
+        "holds beam_size copies of the encoder's attention keys and values: more chunks take more memory "
+        "for somewhat more speed on long files",
         group="model", at_least=1,
     )
 
@@ -80,7 +83,8 @@ class PipelineOptions:
     # --- decoding ---
     beam_size: int = _opt(5, "beam width of beam search (1 = greedy)", at_least=1)
     best_of: int = _opt(5, "candidates sampled at a non-zero temperature", at_least=1)
-    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates (2 measured lower WER at no measurable cost)", above=0)
+    # 2: a lower WER than 1 on the dev set, at no measurable cost (docs/decisions.md#beam-search-patience).
+    patience: float = _opt(2.0, "beam search patience factor: a beam stops after patience × beam_size finished candidates", above=0)
     length_penalty: float = _opt(1.0, "exponential length penalty", at_least=0)
     temperature: float = _opt(0.0, "sampling temperature of the first decode (0 to 1)", at_least=0, at_most=1)
     temperature_increment_on_fallback: Optional[float] = _opt(
@@ -135,8 +139,6 @@ class PipelineOptions:
         if self.device is None:
             self.device = "auto"
         if self.vocab:
-            from whispersg.vocab import load_vocabulary
-
             load_vocabulary(self.vocab)  # a missing or unreadable file fails now, not after model loading
         self._check_numbers()
         if self.task not in ("transcribe", "translate"):
@@ -176,9 +178,7 @@ class PipelineOptions:
             if whole:
                 setattr(self, option.name, int(value))  # 3.0 from JSON or a float keyword works as 3
 
-    def speaker_count(self):
-        from whispersg.diarization import SpeakerCount
-
+    def speaker_count(self) -> SpeakerCount:
         return SpeakerCount(self.num_speakers, self.min_speakers, self.max_speakers)
 
     def temperatures(self) -> tuple[float, ...]:
@@ -216,3 +216,23 @@ LEGACY_KEYWORDS = {
     "diarization": "diarize",
     "align_model_name": "align_model",
 }
+
+
+def build_options(options: Optional[PipelineOptions] = None, **keywords: Any) -> PipelineOptions:
+    """Merge keyword arguments (today's names or the original WhisperSG ones) into options."""
+    known = PipelineOptions.field_names()
+    changes: dict[str, Any] = {}
+    for key, value in keywords.items():
+        name = LEGACY_KEYWORDS.get(key, key)
+        if name not in known:
+            raise OptionError(f"unknown option {key!r}; see help(whispersg.PipelineOptions) for the valid names")
+        changes[name] = value
+    if "temperature" in changes and isinstance(changes["temperature"], (list, tuple)):
+        # faster-whisper style schedule: first value, then its step.
+        schedule = [float(t) for t in changes["temperature"]]
+        changes["temperature"] = schedule[0]
+        changes["temperature_increment_on_fallback"] = schedule[1] - schedule[0] if len(schedule) > 1 else None
+    if isinstance(changes.get("suppress_tokens"), (list, tuple)):
+        changes["suppress_tokens"] = ",".join(str(t) for t in changes["suppress_tokens"])
+    base = options or PipelineOptions()
+    return base.updated(**changes).validate()

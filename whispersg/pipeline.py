@@ -18,11 +18,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from whispersg.audio import SAMPLE_RATE, AudioSource, load_audio
-from whispersg.errors import OptionError
+from whispersg.alignment import Wav2Vec2Aligner, align
+from whispersg.asr import WhisperDecoder, at_resolution, chunks_from_regions
+from whispersg.audio import SAMPLE_RATE, AudioSource, load_audio, probe_duration, stream_file
+from whispersg.diarization import EmbeddedDiarizer, PyannoteDiarizer
+from whispersg.models import default_store, fallback_warning, load_whisper, resolve_model
 from whispersg.offline import enforce_offline
-from whispersg.options import LEGACY_KEYWORDS, PipelineOptions
+from whispersg.options import PipelineOptions, build_options
+from whispersg.speakers import assign_speakers
 from whispersg.types import Segment, Transcript
+from whispersg.vad import VadSettings, detect_speech, pack_regions, pause_cut
+from whispersg.writers import print_transcription
 
 logger = logging.getLogger(__name__)
 
@@ -33,38 +39,15 @@ STREAM_BLOCK_SECONDS = 300.0  # long files are decoded and transcribed five minu
 PAUSE_SEARCH_SECONDS = 30.0  # each block ends at the longest pause of its last 30 s
 
 
-def build_options(options: Optional[PipelineOptions] = None, **keywords: Any) -> PipelineOptions:
-    """Merge keyword arguments (today's names or the original WhisperSG ones) into options."""
-    known = PipelineOptions.field_names()
-    changes: dict[str, Any] = {}
-    for key, value in keywords.items():
-        name = LEGACY_KEYWORDS.get(key, key)
-        if name not in known:
-            raise OptionError(f"unknown option {key!r}; see help(whispersg.PipelineOptions) for the valid names")
-        changes[name] = value
-    if "temperature" in changes and isinstance(changes["temperature"], (list, tuple)):
-        # faster-whisper style schedule: first value, then its step.
-        schedule = [float(t) for t in changes["temperature"]]
-        changes["temperature"] = schedule[0]
-        changes["temperature_increment_on_fallback"] = schedule[1] - schedule[0] if len(schedule) > 1 else None
-    if isinstance(changes.get("suppress_tokens"), (list, tuple)):
-        changes["suppress_tokens"] = ",".join(str(t) for t in changes["suppress_tokens"])
-    base = options or PipelineOptions()
-    return base.updated(**changes).validate()
-
-
 class WhisperSGPipeline:
     """Offline transcription of recordings with VAD, batched Whisper, word timing and speakers.
 
     >>> pipeline = WhisperSGPipeline()                # default model, offline
     >>> transcript = pipeline.transcribe("call.wav")
-    >>> transcript.write("call.srt")
+    >>> write_transcript(transcript, "call.srt")      # whispersg.write_transcript
     """
 
     def __init__(self, options: Optional[PipelineOptions] = None, **keywords: Any) -> None:
-        from whispersg.asr import WhisperDecoder
-        from whispersg.models import fallback_warning, load_whisper, resolve_model
-
         enforce_offline()
         self.options = build_options(options, **keywords)
         opts = self.options
@@ -99,8 +82,6 @@ class WhisperSGPipeline:
             return None
         key = str(opts.align_model)
         if key not in self._aligners:
-            from whispersg.alignment import Wav2Vec2Aligner
-
             path = Path(opts.align_model)
             if not path.exists() and self._store_dir().joinpath(opts.align_model).exists():
                 path = self._store_dir() / opts.align_model
@@ -111,8 +92,6 @@ class WhisperSGPipeline:
         if not opts.diarize:
             return None
         if opts.diarize_model not in self._diarizers:
-            from whispersg.diarization import EmbeddedDiarizer, PyannoteDiarizer
-
             if opts.diarize_model:
                 self._diarizers[opts.diarize_model] = PyannoteDiarizer(opts.diarize_model, token=opts.hf_token)
             else:
@@ -125,8 +104,6 @@ class WhisperSGPipeline:
         return self._diarizer(self.options.updated(diarize=True, diarize_model=None))
 
     def _store_dir(self) -> Path:
-        from whispersg.models import default_store
-
         return self._store or default_store()
 
     def options_for(self, **overrides: Any) -> PipelineOptions:
@@ -162,9 +139,6 @@ class WhisperSGPipeline:
         """Decode ``path`` block by block; each block ends at a pause and is transcribed on its own."""
         import numpy as np
 
-        from whispersg.audio import probe_duration, stream_file
-        from whispersg.vad import pause_cut
-
         total = probe_duration(path)
         segments: list[Segment] = []
         language: Optional[str] = opts.language
@@ -199,9 +173,6 @@ class WhisperSGPipeline:
 
     def _prepare(self, samples, opts: PipelineOptions, diarize: bool):
         """The stages before speech recognition: VAD into chunks, and diarization started beside it."""
-        from whispersg.asr import chunks_from_regions
-        from whispersg.vad import detect_speech, pack_regions
-
         duration = len(samples) / SAMPLE_RATE
         regions = detect_speech(samples, _vad_settings(opts))
         diarizer = self._diarizer(opts) if diarize else None
@@ -212,10 +183,6 @@ class WhisperSGPipeline:
 
     def _finish(self, samples, segments: list[Segment], opts: PipelineOptions, turns_future):
         """The stages after speech recognition: alignment, then speakers once diarization is done."""
-        from whispersg.alignment import align
-        from whispersg.asr import at_resolution
-        from whispersg.speakers import assign_speakers
-
         if opts.align:
             segments = align(segments, samples, self._aligner(opts), opts.interpolate_method, opts.return_char_alignments)
             segments = [piece for segment in segments for piece in at_resolution(segment, opts)]
@@ -270,8 +237,6 @@ class WhisperSGPipeline:
 
     def _load_whole(self, source: AudioSource, opts: PipelineOptions):
         """The decoded samples of a recording short enough to hold whole (or with diarization), else None."""
-        from whispersg.audio import probe_duration
-
         if _source_name(source) is None or opts.diarize:
             return load_audio(source)
         duration = probe_duration(source)
@@ -307,15 +272,13 @@ class WhisperSGPipeline:
         """The original WhisperSG's diarization step (``transcribe()`` runs it with ``diarize=True``): speaker
         turns of ``audio`` from this pipeline's diarizer, assigned to the words of ``transcription``; returns a
         new Transcript with ``speaker_turns``."""
-        from whispersg.speakers import assign_speakers
-
         opts = self.options.updated(diarize=True)
         turns = self._diarizer(opts).diarize(load_audio(audio), opts.speaker_count())
         segments = assign_speakers(copy.deepcopy(transcription.segments), turns)
         return replace(transcription, segments=segments, speaker_turns=turns)
 
     def print_transcription(self, transcription: Transcript, show_timestamps: bool = True) -> None:
-        """The original WhisperSG's method; today the module's ``print_transcription``."""
+        """The original WhisperSG's method; today ``whispersg.print_transcription``."""
         print_transcription(transcription, show_timestamps)
 
 
@@ -430,8 +393,6 @@ def _source_name(audio: AudioSource) -> Optional[str]:
 
 
 def _vad_settings(opts: PipelineOptions):
-    from whispersg.vad import VadSettings
-
     return VadSettings(
         method=opts.vad_method,
         onset=opts.vad_onset,
@@ -455,17 +416,3 @@ def _offset_progress(progress, offset: float, piece_seconds: float, total: Optio
         progress(min(overall, total) if total else overall, total or max(overall, 1e-9), shown)
 
     return report
-
-
-def print_transcription(transcript: Transcript, show_timestamps: bool = True) -> None:
-    """Print a transcript to stdout, one segment a line (kept from the original WhisperSG)."""
-    for segment in transcript.segments:
-        print(format_segment_line(segment, show_timestamps))
-
-
-def format_segment_line(segment: Segment, show_timestamps: bool = True) -> str:
-    from whispersg.writers import format_timestamp, segment_line
-
-    if not show_timestamps:
-        return segment_line(segment)
-    return f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment_line(segment)}"

@@ -1,4 +1,5 @@
-"""Typed results: Word, Segment, SpeakerTurn and Transcript.
+"""Typed results (Word, Segment, SpeakerTurn, Transcript) and the value types stages share
+(SpeechRegion, SpeakerCount).
 
 The JSON produced by ``Transcript.to_dict()`` follows WhisperX's schema
 (``segments[].words[]`` with ``start``, ``end``, ``score`` and optional
@@ -11,9 +12,9 @@ WhisperSG's ``transcribe()`` returned dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, Iterator, Optional
 
+from whispersg.errors import OptionError
 
 # The shortest a word or segment is (one step of Whisper's timing, 20 ms): none has end <= start.
 MIN_WORD_SECONDS = 0.02
@@ -187,6 +188,36 @@ class Segment(WhisperXKeys):
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class SpeechRegion:
+    """A span of audio (seconds) that contains speech."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SpeakerCount:
+    """What the user knows about the number of speakers."""
+
+    num_speakers: Optional[int] = None
+    min_speakers: Optional[int] = None
+    max_speakers: Optional[int] = None
+
+    def validate(self) -> "SpeakerCount":
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise OptionError(f"--{name} must be at least 1 (got {value})")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise OptionError(f"--min_speakers ({self.min_speakers}) is larger than --max_speakers ({self.max_speakers})")
+        return self
+
+
 @dataclass
 class SpeakerTurn:
     """A diarization turn: who spoke from ``start`` to ``end`` (seconds)."""
@@ -263,9 +294,3 @@ class Transcript(WhisperXKeys):
             speaker_turns=[SpeakerTurn.from_dict(t) for t in data.get("speaker_turns", [])],
             source=data.get("source"),
         )
-
-    def write(self, path: str | Path, output_format: Optional[str] = None, **writer_options: Any) -> Path:
-        """Write this transcript to ``path`` atomically; the format defaults to the file's suffix."""
-        from whispersg.writers import write_transcript
-
-        return write_transcript(self, path, output_format=output_format, **writer_options)

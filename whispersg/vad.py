@@ -20,23 +20,12 @@ import numpy as np
 
 from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import missing_extra
+from whispersg.types import SpeechRegion
 
 logger = logging.getLogger(__name__)
 
 VAD_METHODS = ("silero", "pyannote", "none")
 SILERO_SLICE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class SpeechRegion:
-    """A span of audio (seconds) that contains speech."""
-
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 @dataclass(frozen=True)

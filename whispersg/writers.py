@@ -169,6 +169,19 @@ def segment_line(segment: Segment) -> str:
     return _speaker_prefix(segment.speaker) + _one_line(segment.text)
 
 
+def format_segment_line(segment: Segment, show_timestamps: bool = True) -> str:
+    """A segment as the terminal shows it: ``[start --> end] text``."""
+    if not show_timestamps:
+        return segment_line(segment)
+    return f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment_line(segment)}"
+
+
+def print_transcription(transcript: Transcript, show_timestamps: bool = True) -> None:
+    """Print a transcript to stdout, one segment a line (kept from the original WhisperSG)."""
+    for segment in transcript.segments:
+        print(format_segment_line(segment, show_timestamps))
+
+
 def render_srt(transcript: Transcript, **options: object) -> str:
     return "\n".join(srt_cue(i, start, end, text) for i, (start, end, text) in enumerate(_cues(transcript, options), start=1))
 

@@ -9,7 +9,9 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional, Sequence
 
-from whispersg.options import PipelineOptions
+from whispersg.console import print_error, stderr_console
+from whispersg.errors import OptionError, WhisperSGError
+from whispersg.options import PipelineOptions, build_options
 
 logger = logging.getLogger("whispersg")
 
@@ -117,8 +119,6 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, exclude: frozenset[s
 
 def options_from_args(args: argparse.Namespace, base: Optional[PipelineOptions] = None) -> PipelineOptions:
     """PipelineOptions from parsed flags: only flags the user gave override the defaults."""
-    from whispersg.pipeline import build_options
-
     given = {
         option.name: getattr(args, option.name)
         for option in fields(PipelineOptions)
@@ -160,8 +160,6 @@ class RedactSecrets(logging.Filter):
 def setup_logging(args: argparse.Namespace) -> None:
     from rich.logging import RichHandler
 
-    from whispersg.console import stderr_console
-
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     handler = RichHandler(console=stderr_console(), show_time=False, show_path=args.debug, markup=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -177,9 +175,6 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 def run_main(body: Callable[[], int], debug: bool) -> int:
     """Run a command body: known errors print one line, anything else names --debug."""
-    from whispersg.console import print_error
-    from whispersg.errors import WhisperSGError
-
     return_freed_memory_to_the_system()
     try:
         return _run_then_ignore_late_interrupts(body)
@@ -217,12 +212,10 @@ def wants_debug(argv: list[str]) -> bool:
 
 def microphone_choice(value: Optional[str]) -> Optional[int]:
     """Interpret --mic_id: a device index, or 'list' (prints the input devices and returns None)."""
-    from whispersg.errors import OptionError
-
     if value is None:
         return None
     if value == "list":
-        from whispersg.live.sources import list_input_devices
+        from whispersg.capture import list_input_devices
 
         for index, name, channels, rate in list_input_devices():
             print(f"{index}\t{name}\t{channels} ch\t{rate} Hz")
@@ -238,8 +231,7 @@ def return_freed_memory_to_the_system() -> None:
 
     Decoding allocates many large, short-lived buffers; with glibc's adaptive
     thresholds they fragment the heap and peak RSS creeps up over a long
-    recording (measured on 20 min of speech: +195 MB over a 1-min file by
-    default, +84 MB with this).  No effect on other C libraries.
+    recording (docs/decisions.md#glibc-malloc-thresholds).  No effect on other C libraries.
     """
     import ctypes
     import ctypes.util

@@ -24,6 +24,8 @@ from whispersg.cli.common import (
     setup_logging,
     wants_debug,
 )
+from whispersg.console import stderr_console
+from whispersg.live.display import SESSION_FORMATS, LiveDisplay, SessionWriter
 
 # Pipeline options that make no sense for a live stream (the live segmenter replaces them).
 # Live --diarize clusters speakers online with the embedded models (no pyannote pipeline, no minimum count).
@@ -33,7 +35,6 @@ NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "ch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from whispersg.live.display import SESSION_FORMATS
     from whispersg.live.transcriber import DENSE_SHORTENING, FORCE_RIGHT_CONTEXT, LiveSettings
 
     defaults = LiveSettings()
@@ -102,8 +103,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from whispersg.console import stderr_console
-    from whispersg.live.display import LiveDisplay, RecordingWriter, SessionWriter
+    from whispersg.capture import RecordingWriter
     from whispersg.live.sources import open_source
     from whispersg.live.transcriber import LiveSettings, LiveTranscriber
     from whispersg.pipeline import WhisperSGPipeline

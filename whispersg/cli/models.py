@@ -7,7 +7,18 @@ from pathlib import Path
 from typing import Optional
 
 from whispersg.cli.common import run_main, wants_debug
-from whispersg.models import CONVERT_QUANTIZATIONS  # a light module: no heavy imports at --help
+from whispersg.console import stderr_console
+from whispersg.models import (
+    BUILTIN_MODEL,
+    CONVERT_QUANTIZATIONS,
+    HUB_REPOS,
+    builtin_model_path,
+    convert_checkpoint,
+    default_store,
+    download_model,
+    installed_models,
+    resolve_model,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +58,6 @@ def _list(args: argparse.Namespace, store: Optional[Path]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from whispersg.models import (
-        BUILTIN_MODEL,
-        HUB_REPOS,
-        builtin_model_path,
-        default_store,
-        installed_models,
-        resolve_model,
-    )
-
     store = store or default_store()
     installed = installed_models(store)
     default = resolve_model(None, store)
@@ -78,9 +80,6 @@ def _list(args: argparse.Namespace, store: Optional[Path]) -> int:
 def _download(args: argparse.Namespace, store: Optional[Path]) -> int:
     from rich.markup import escape
 
-    from whispersg.console import stderr_console
-    from whispersg.models import download_model
-
     if args.hf_token:  # a flag's value is in the process list for every user of the machine (#26)
         stderr_console().print("[yellow]warning:[/] --hf_token on the command line is visible to other users (ps); "
                                "set HF_TOKEN instead", highlight=False)
@@ -91,17 +90,12 @@ def _download(args: argparse.Namespace, store: Optional[Path]) -> int:
 
 
 def _path(args: argparse.Namespace, store: Optional[Path]) -> int:
-    from whispersg.models import resolve_model
-
     print(resolve_model(args.name, store).path)
     return 0
 
 
 def _convert(args: argparse.Namespace, store: Optional[Path]) -> int:
     from rich.markup import escape
-
-    from whispersg.console import stderr_console
-    from whispersg.models import convert_checkpoint, default_store
 
     checkpoint = Path(args.checkpoint)
     output = Path(args.output) if args.output else (store or default_store()) / f"{checkpoint.resolve().name}-ct2"

@@ -20,6 +20,8 @@ from whispersg.cli.common import (
     setup_logging,
     wants_debug,
 )
+from whispersg.console import stderr_console
+from whispersg.errors import OptionError, missing_extra
 
 API_KEY_ENV = "WHISPERSG_API_KEY"
 
@@ -56,9 +58,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from rich.markup import escape
-
-    from whispersg.console import stderr_console
-    from whispersg.errors import OptionError, missing_extra
 
     for name, minimum in (("workers", 1), ("max_queue", 0), ("max_live_sessions", 0), ("port", 0)):
         if getattr(args, name) < minimum:

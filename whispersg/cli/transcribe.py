@@ -25,6 +25,16 @@ from whispersg.cli.common import (
     setup_logging,
     wants_debug,
 )
+from whispersg.console import print_error, print_warning, stderr_console
+from whispersg.errors import OptionError, WhisperSGError
+from whispersg.writers import (
+    TEXT_FORMATS,
+    format_segment_line,
+    read_output_sources,
+    record_output_source,
+    source_identity,
+    write_transcript,
+)
 
 OUTPUT_FORMAT_CHOICES = ("all", "txt", "srt", "vtt", "tsv", "json", "rttm", "aud")
 SUBCOMMANDS = ("models", "serve")
@@ -87,12 +97,21 @@ class BatchReport:
     started: float = field(default_factory=time.perf_counter)
 
 
+def _subcommand(name: str):
+    """The ``main`` of ``whispersg models`` or ``whispersg serve``, imported only when it runs."""
+    if name == "models":
+        from whispersg.cli import models
+
+        return models.main
+    from whispersg.cli import serve
+
+    return serve.main
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        import importlib
-
-        return importlib.import_module(f"whispersg.cli.{argv[0]}").main(argv[1:])
+        return _subcommand(argv[0])(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help()
@@ -114,9 +133,7 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
     import threading
 
     from whispersg.audio import SAMPLE_RATE
-    from whispersg.console import stderr_console
-    from whispersg.live.display import RecordingWriter
-    from whispersg.live.sources import MicrophoneSource
+    from whispersg.capture import MicrophoneSource, RecordingWriter
 
     device = microphone_choice(args.mic_id)
     if device is None:
@@ -157,18 +174,13 @@ def _record_microphone(args: argparse.Namespace) -> Optional[Path]:
 
 
 def formats_for(args: argparse.Namespace) -> list[str]:
-    from whispersg.writers import TEXT_FORMATS
-
     if args.output_format != "all":
         return [args.output_format]
     return [*TEXT_FORMATS, "rttm"] if args.diarize else list(TEXT_FORMATS)
 
 
 def _transcribe_all(args: argparse.Namespace) -> int:
-    from whispersg.console import print_error, print_warning, stderr_console
-    from whispersg.errors import OptionError
     from whispersg.inputs import collect_inputs, output_stems
-    from whispersg.writers import read_output_sources, record_output_source, source_identity
 
     if args.max_line_count and not args.max_line_width:
         raise OptionError("--max_line_count needs --max_line_width")
@@ -222,7 +234,6 @@ def _transcribe_all(args: argparse.Namespace) -> int:
 def _load_pipeline(options, quiet: bool):
     from rich.markup import escape
 
-    from whispersg.console import stderr_console
     from whispersg.pipeline import WhisperSGPipeline
 
     console = stderr_console()
@@ -239,7 +250,7 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
     written: list[Path] = []
     try:
         for target in targets:
-            transcript.write(target, target.suffix.lstrip("."), **writer_options)
+            write_transcript(transcript, target, target.suffix.lstrip("."), **writer_options)
             written.append(target)
     except BaseException:
         for target in written:
@@ -250,10 +261,6 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
 def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool, record) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from whispersg.console import print_error, stderr_console
-    from whispersg.errors import WhisperSGError
-    from whispersg.pipeline import format_segment_line
 
     progress = Progress(
         TextColumn("{task.description}"),

@@ -101,7 +101,7 @@ def transcribe_with_checkpoint(model: str | Path, utterances: list[Utterance], b
 
 def transcribe_with_pipeline(model: str, utterances: list[Utterance], **options) -> list[str]:
     """Transcripts from a CTranslate2 model through the same pipeline users run."""
-    from whispersg import WhisperSGPipeline
+    from whispersg.pipeline import WhisperSGPipeline
 
     pipeline = WhisperSGPipeline(model=model, align=False, diarize=False, **options)
     # Utterances share decoding batches, as a folder of files does in `whispersg`.

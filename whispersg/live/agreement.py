@@ -22,11 +22,8 @@ from whispersg.types import Segment, Word
 
 MAX_REPEAT_NGRAM = 5  # how many settled words a new hypothesis may repeat at its start (timestamp drift)
 REPEAT_WINDOW = 0.3  # s: a repeat counts only if it starts this close to the last settled word's end
-# Word probability a word needs in both hypotheses to be settled.  Greedy interims of partial audio
-# agree on some wrong words; on 2.5 min of eval stream (lockstep, tiny.en) settling every agreed word
-# gave live WER 1.35× offline, 0.4 gave 1.14×, 0.5 gave 1.00× with 52% of words settled early
-# (0.6: 1.00×, 40%; requiring 1 s of audio after the word instead: 1.26×; settling unsure words that
-# three hypotheses agree on: 1.29×).
+# Word probability a word needs in both hypotheses to be settled: greedy interims of partial audio
+# agree on some wrong words, and below 0.5 they cost accuracy (docs/decisions.md#live-agreement-score).
 MIN_SCORE = 0.5
 
 

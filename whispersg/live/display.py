@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import wave
 from pathlib import Path
 
-import numpy as np
-
-from whispersg.audio import SAMPLE_RATE
 from whispersg.types import Segment, Transcript
-from whispersg.writers import atomic_write_text, format_timestamp, segment_line, srt_cue, vtt_cue
+from whispersg.writers import atomic_write_text, format_segment_line, format_timestamp, segment_line, srt_cue, vtt_cue
 
 SESSION_FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -67,24 +63,6 @@ class SessionWriter:
             self._stream = None
 
 
-class RecordingWriter:
-    """Streams the captured audio to a 16-bit WAV file as it arrives (memory stays flat)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._wave = wave.open(str(path), "wb")
-        self._wave.setnchannels(1)
-        self._wave.setsampwidth(2)
-        self._wave.setframerate(SAMPLE_RATE)
-
-    def write(self, block: np.ndarray) -> None:
-        self._wave.writeframes((np.clip(block, -1, 1) * 32767).astype("<i2").tobytes())
-
-    def close(self) -> None:
-        self._wave.close()
-
-
 class LiveDisplay:
     """Committed text above a dim interim line (rich, on a terminal) or plain committed lines."""
 
@@ -127,7 +105,5 @@ class LiveDisplay:
     def committed(self, segments: list[Segment]) -> None:
         if self.interactive or self.quiet:
             return
-        from whispersg.pipeline import format_segment_line
-
         for segment in segments:
             print(format_segment_line(segment), flush=True)

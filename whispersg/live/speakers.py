@@ -21,8 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from whispersg.diarization import SpeakerCount, cluster_embeddings, turns_from_windows
-from whispersg.types import SpeakerTurn
+from whispersg.diarization import cluster_embeddings, turns_from_windows
+from whispersg.types import SpeakerCount, SpeakerTurn
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,8 @@ MAX_HISTORY_WINDOWS = 1500
 # An existing speaker claims a cluster only if the cluster holds at least this many of its earlier
 # windows, and at least half as many as new ones (a few misplaced old windows do not hide a new voice).
 MIN_SHARED_WINDOWS = 2
-# A new speaker needs this many windows in its first chunk (6: ~4.5 s of speech; 4 let a short overlap
-# found a third speaker on the demo call with 4 s chunks, 8 merged real speakers); fewer
-# joins the closest known speaker, so a cough or a short overlap does not found a speaker.
+# A new speaker needs this many windows (~4.5 s of speech) in its first chunk; fewer joins the closest
+# known speaker, so a cough or a short overlap does not found one (docs/decisions.md#live-online-speakers).
 MIN_NEW_SPEAKER_WINDOWS = 6
 
 

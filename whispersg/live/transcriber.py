@@ -27,10 +27,12 @@ import numpy as np
 
 from whispersg.asr import fails_thresholds
 from whispersg.audio import SAMPLE_RATE
+from whispersg.capture import LiveSource
+from whispersg.errors import OptionError
 from whispersg.live.agreement import StablePrefix, word_key, word_keys
 from whispersg.live.segmenter import ChunkSegmenter, Cut
-from whispersg.live.sources import LiveSource
 from whispersg.options import PipelineOptions
+from whispersg.speakers import assign_speakers
 from whispersg.types import Segment, SpeakerTurn, Transcript
 
 logger = logging.getLogger(__name__)
@@ -40,44 +42,28 @@ INTERIM_INTERVAL = 0.5  # s of new audio between interim hypotheses, at the leas
 # instead of leaving no time for commits (which would put the loop behind and stall everything).
 INTERIM_DUTY = 2.0
 BEHIND_THRESHOLD = 1.0  # s of queued audio beyond which interim updates are skipped
-# Words settled by force need this much audio after them, whatever the max_commit_delay (a shorter
-# delay waits for it).  It was half the delay: at 2 s that is this 1.0 s (live WER 1.01x, 1.04x,
-# 1.09x and 1.05x offline in four 30-min runs in real time); a 1.5 s delay left 0.75 s and measured 1.08x.
-# 1.5 s with 1.0 s measured 1.06x: a delay that close to the context forces more beam-search
-# decodes, which thin out the interims (words shown 1.05 s after they end against 0.67-0.82 s).
+# Audio a forced word needs after it, whatever the delay (a shorter one waits for it); less cost
+# accuracy (docs/decisions.md#live-forced-words-right-context).
 FORCE_RIGHT_CONTEXT = 1.0
-# Words two interims agree on are settled only once the interim settling them heard this much audio
-# after them.  Agreement alone settled some words 0.3 s after they ended and others (dense speech,
-# few confident agreements) waited for a forced decode, so a minute's median commit latency followed
-# its mix of agreed and forced words: per-minute medians swung 21%, 15% and 21% from the overall one
-# in three 30-min real-time runs (agreed words 1.5-1.8 s, forced 2.3-2.5 s at the median).
+# Agreed words wait for this much audio after them, so they come about as late as forced ones and a
+# minute's latency does not follow its mix of the two (docs/decisions.md#live-agreed-words-right-context).
 AGREE_RIGHT_CONTEXT = 1.2
-# Dense speech: where a third or more of the words committed in the last DENSE_WINDOW seconds had
-# to be forced (fast, unbroken talk gives few confident agreements), words are forced
-# DENSE_SHORTENING seconds sooner, so that stretches of it are not committed later than the rest.
-# Two 30-min real-time runs at the 2 s default: per-minute medians within 17% and 16% of the overall
-# one (14%, 24%, 27%, 24% without it), committed 1.79 s / 3.00 s and 1.78 s / 3.10 s, live WER 1.03x
-# and 1.08x offline (1.01-1.09x without it).  A plain 1.5 s delay tightens the swing as much but
-# forces more words everywhere (WER 1.06x and 1.08x in its two runs).
+# Where DENSE_FORCED_SHARE of the words committed in the last DENSE_WINDOW s were forced (fast talk),
+# words are forced DENSE_SHORTENING s sooner, so such stretches come no later than the rest
+# (docs/decisions.md#live-dense-speech).
 DENSE_WINDOW = 30.0
 DENSE_FORCED_SHARE = 1 / 3
 DENSE_SHORTENING = 0.5
 MIN_COMMIT_SECONDS = 0.3
-# The prefix and the prompt share half of Whisper's 448-token budget: 600 characters (about 130
-# tokens) hold 30 s of fast speech and leave room for the prompt.
+# The prefix and the prompt share half of Whisper's 448-token budget (docs/decisions.md#live-text-prompt).
 MAX_PREFIX_CHARS = 600
-# Interims and forced decodes that hear context are greedy; a chunk's final decode uses beam search.  With 22 s of
-# audio context, beam search costs twice as much (1.7 s against 0.9 s a decode) and bought nothing
-# over the first 8 min of the stream replayed in lockstep (live WER 0.0766 with beam search for every
-# committing decode, 0.0774 greedy), but on the demo call greedy chunk ends gave 0.17-0.23 against
-# 0.14-0.15; chunk ends come once a cut, forced decodes up to every interim.
+# Interims and forced decodes that hear context are greedy (beam search doubles their cost for no
+# gain); a chunk's final decode, once a cut, uses beam search (docs/decisions.md#live-greedy-and-beam-search).
 GREEDY = {"beam_size": 1}
 INTERIM_SEARCH = {**GREEDY, "temperature_increment_on_fallback": 0}  # see _interim: no fallback schedule
-# A decode generates at most TOKEN_SLACK + TOKENS_PER_SECOND tokens a second of the audio it
-# transcribes (context left out).  The densest stretches of the eval clips hold 10 tokens in 1 s, 15 in
-# 2 s and 31 in 5 s, well inside it.  Uncapped, a hallucination loop on a near-silent interim ran to
-# Whisper's 448 tokens at every fallback temperature: one 0.4 s interim took 10 s and held back the
-# commits behind it for 13 s (twice in a 30-min real-time run: its two slowest minutes).
+# A decode generates at most TOKEN_SLACK + TOKENS_PER_SECOND tokens a second of the audio it transcribes:
+# above the densest real speech, below a hallucination loop that stalls the commits
+# (docs/decisions.md#live-token-cap).
 TOKENS_PER_SECOND = 8
 TOKEN_SLACK = 12
 WHISPER_WINDOW = 30.0  # s of audio Whisper hears at once: the longest chunk worth cutting by the hard limit
@@ -86,9 +72,7 @@ HISTORY_CHUNKS = 64  # committed chunks remembered (their text, for the prompt; 
 
 @dataclass
 class LiveSettings:
-    # Measured with benchmarks/live.py (5.3 min of eval clips in real time, tiny.en, 2 threads): the
-    # original 15 s / 30 s limits gave commit latency median 7.1 s (p95 20.7 s) and live WER 1.14×
-    # offline; 4 s / 12 s give 3.9 s (p95 10.1 s) and 0.98×: short chunks cut in pauses lose no accuracy.
+    # Short chunks cut in pauses commit sooner and lose no accuracy (docs/decisions.md#live-chunk-limits).
     # A limit <= 0 (or None) is off, as in the original; a hard limit over 30 s is taken as 30.
     soft_chunk_limit: Optional[float] = 4.0
     hard_chunk_limit: Optional[float] = 12.0
@@ -98,37 +82,20 @@ class LiveSettings:
     # oldest word they did not agree on ended this many seconds of audio ago, the open chunk is decoded
     # once more, hearing the context (greedy; beam search where there is none yet), and every word
     # with FORCE_RIGHT_CONTEXT seconds of audio after it is committed.
-    # None (CLI: 0) waits for the chunk's end.  The per-minute median latency follows how many words
-    # are forced (5-44% from minute to minute on the eval stream), so the closer the forced words'
-    # latency is to the agreed ones', the steadier it is.  Measured with benchmarks/live.py, 30 min of
-    # eval stream in real time, 200-character prompt: 4 s committed 2.14 s / 4.72 s (median / p95),
-    # per-minute medians within 45% of the overall one, live WER 1.01x offline; 3 s 2.38 s / 4.26 s,
-    # 21%, 1.05x; 2 s (with interim spacing that leaves out forced decodes, below), four runs: 1.77 s
-    # / 3.13 s, 14%, 1.01x; 1.89 s / 3.27 s, 24%, 1.04x; 1.69 s / 3.03 s, 27%, 1.09x; 1.72 s / 3.07 s,
-    # 24%, 1.05x (the slow minute is the same dense read speech in every run).  Lockstep over the
-    # 14.1-min clip list: WER 0.99x at 4, 3 and 2 s alike.
+    # None (CLI: 0) waits for the chunk's end; 2 s keeps the latency steady at no cost in WER
+    # (docs/decisions.md#live-commit-delay).
     max_commit_delay: Optional[float] = 2.0
     # The last this-many characters of committed text are Whisper's prompt for every decode of the
-    # open chunk (0: none), as openai-whisper conditions on previous text: a 4 s chunk alone gives
-    # the model no context.  Measured on a 30-min stream of eval clips, decoding each chunk the live
-    # segmenter cut with beam search: no prompt WER 0.141, 100 characters 0.136, 200 characters
-    # 0.125 (the offline pipeline on the same stream: 0.130).  whisper_streaming uses 200 too.  Live,
-    # 30 min in real time with the 4 s delay: live WER 1.12x offline without it, 1.01x with it.
+    # open chunk (0: none), as openai-whisper conditions on previous text (docs/decisions.md#live-text-prompt).
     context_chars: int = 200
-    # The decodes that commit words (forced ones and the chunk's final one) also hear the audio of the
-    # last chunks committed before the open one, with their committed text as the forced start of the
-    # transcript (Whisper continues it): a 4 s chunk heard alone is heard worse than among its
-    # neighbours.  Whole chunks are given while the decoded window (them and the open chunk) stays
-    # within this many seconds (0: none).  Measured by decoding the chunks the live segmenter cut from
-    # a 30-min stream of eval clips with beam search: no audio context WER 0.125, 8 s 0.119, 15 s
-    # 0.100, 22 s 0.083, 29 s 0.070 (the offline pipeline: 0.106).  The cost grows with it (a greedy
-    # decode of a 5 s chunk: 0.46 s alone, 0.81 s with 15 s, 0.88 s with 22 s, 1.5 s with 29 s).
+    # The decodes that commit words also hear the last committed chunks (their text as the forced start
+    # of the transcript), whole chunks while the window stays within this many seconds (0: none): a 4 s
+    # chunk heard alone is heard worse than among its neighbours; the cost grows with it
+    # (docs/decisions.md#live-audio-context).
     context_seconds: float = 22.0
 
     def __post_init__(self) -> None:
         # The one check for every caller (CLI, realtime WebSocket, library): 0 turns the delay off.
-        from whispersg.errors import OptionError
-
         if self.soft_chunk_limit is not None and self.soft_chunk_limit <= 0:
             self.soft_chunk_limit = None
         if self.hard_chunk_limit is not None and self.hard_chunk_limit <= 0:
@@ -303,18 +270,13 @@ class LiveTranscriber:
         # Words agreed on and only waiting for AGREE_RIGHT_CONTEXT are not unsure: no forced decode for them.
         oldest = self.agreement.oldest_unagreed_end
         delay = commit_delay(self.settings.max_commit_delay, self.state.timings, self._now())
-        # Never two forced decodes in a row: when decodes slow down (a busy host), the words a forced
-        # decode leaves are old enough to force again by the time it ends, and forced decodes ran back
-        # to back (25 in a minute of a 30-min real-time run, with no interim between) while the
-        # interims that let words agree never ran: that minute's words were committed 2.9 s late
-        # against 2.2 s overall.  A greedy interim between lets agreement settle what it can.
+        # Never two forced decodes in a row: on a slow host they chain and starve the interims that
+        # let words agree (docs/decisions.md#live-no-two-forced-decodes-in-a-row).
         force = (delay is not None and oldest is not None and audio_end - oldest >= delay
                  and self.decoding != "forced")
         self.decoding = "forced" if force else "interim"
-        # Only decodes that commit words hear the context: a decode's cost grows with the prefix it
-        # is forced through (CTranslate2 steps through it token by token) and greedy interims must
-        # stay quick; they agree about as well without it (lockstep, first 8 min of the stream:
-        # live WER 0.077 with interims alone, 0.082 with 8 s of context for them).
+        # Only decodes that commit words hear the context: its cost grows with the prefix and interims
+        # must stay quick; they agree as well without it (docs/decisions.md#live-interims-hear-no-context).
         audio, context_seconds, context = self._with_context(self.segmenter.audio,
                                                              self.settings.context_seconds if force else 0.0)
         # A forced decode with no context to hear (the session's first chunks) is as cheap with beam
@@ -324,10 +286,9 @@ class LiveTranscriber:
                                               max_new_tokens=self._token_cap(self.segmenter.duration), **search, **context)
         segments = transcript.segments
         if not force:
-            # An interim Whisper is unsure of (or that repeats itself) is not decoded again at rising
-            # temperatures, as committing decodes are: it only previews, and the schedule multiplied its
-            # cost by up to six, mostly on the near-silence just after a cut.  It shows and agrees nothing
-            # (lockstep, first 8 min of the benchmark stream: live WER 0.078, 0.077 with the schedule).
+            # An interim Whisper is unsure of is not decoded again at rising temperatures (it only
+            # previews; the schedule cost up to six times as much): it shows and agrees nothing
+            # (docs/decisions.md#live-interims-have-no-fallback).
             segments = [segment for segment in segments if not fails_thresholds(segment, self._options)]
         hypothesis = [word for segment in _placed(segments, offset, context_seconds) for word in segment.words]
         now = self._now()
@@ -422,8 +383,6 @@ class LiveTranscriber:
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
         if self.speakers is not None and segments and len(audio):
-            from whispersg.speakers import assign_speakers
-
             turns = [SpeakerTurn(t.start + start, t.end + start, t.speaker) for t in self.speakers.label(audio)]
             segments = assign_speakers(segments, turns)
         committed_at = self._now()
