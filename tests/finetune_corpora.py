@@ -72,13 +72,15 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
     return path
 
 
-def build_part12(root: Path, channel: int = 2, zipped: bool = True, part_name: str = "PART1") -> Path:
-    """<part_name>/DATA/CHANNEL<n>/{SCRIPT,WAVE}; returns the part folder."""
+def build_part12(root: Path, channel: int = 2, zipped: bool = True, part_name: str = "PART1",
+                 first_speaker: int = 1) -> Path:
+    """<part_name>/DATA/CHANNEL<n>/{SCRIPT,WAVE}, speakers numbered from ``first_speaker``; returns the part folder."""
     part = root / part_name
     channel_dir = part / "DATA" / f"CHANNEL{channel}"
     (channel_dir / "SCRIPT").mkdir(parents=True)
     (channel_dir / "WAVE").mkdir(parents=True)
-    for speaker, prompts in PART1_PROMPTS.items():
+    for number, prompts in PART1_PROMPTS.items():
+        speaker = number + first_speaker - 1
         script_id = f"{speaker:05d}0"
         lines = []
         speaker_dir = root / "build" / f"SPEAKER{speaker:04d}" / "SESSION0"
@@ -86,7 +88,7 @@ def build_part12(root: Path, channel: int = 2, zipped: bool = True, part_name: s
             utterance = f"{script_id}{index:03d}"
             lines += [f"{utterance}\t{prompt}", f"\t{normalized}"]
             spoken = normalized.replace("<FIL/>", "").replace("<UNK>", "")
-            write_wav(speaker_dir / f"{utterance}.WAV", speak(spoken, voice="en" if speaker == 1 else "en-us"))
+            write_wav(speaker_dir / f"{utterance}.WAV", speak(spoken, voice="en" if number == 1 else "en-us"))
         lines.append("garbage line without a tab")
         (channel_dir / "SCRIPT" / f"{script_id}.TXT").write_text("\ufeff" + "\r\n".join(lines) + "\r\n", encoding="utf-8")
         if zipped:

@@ -25,6 +25,7 @@ from whispersg.cli.finetune import (  # noqa: E402
     finalize_main,
     imda_part3_main,
     imda_part12_main,
+    original_recipe_main,
     train_main,
 )
 from whispersg.finetune.interchange import read_pairs  # noqa: E402
@@ -106,6 +107,23 @@ def test_imda_part12_normalized_option_and_unpacked_waves(tmp_path):
     assert "000020003" not in texts  # <UNK> drops the utterance in this mode too
     assert len(texts) == 6
     assert read_pairs(out / "speakers.txt")["000020002"] == "PART1/SPEAKER0002"  # from the SPEAKER folder
+
+
+def test_original_recipe_is_one_command_without_part3(corpora, tmp_path, capsys):
+    import datasets
+
+    part2 = build_part12(tmp_path / "p2", channel=0, part_name="PART2", first_speaker=3)
+    out = tmp_path / "data"
+    assert original_recipe_main(["--part1", str(corpora["part1"]), "--part2", str(part2), "--common_voice",
+                                 str(corpora["cv"]), "--common_voice_sample", "3", "-o", str(out), "-q"]) == 0
+    assert "next: python finetuning/train.py" in capsys.readouterr().err
+    imda = datasets.load_from_disk(str(out / "imda"))
+    rows = [row for split in imda.values() for row in split]
+    assert {row["speaker"].split("/")[0] for row in rows} == {"PART1", "PART2"}  # no part 3
+    assert len(rows) == 10 and all(row["sentence"][0].isupper() and row["sentence"].endswith(".") for row in rows)
+    cv = datasets.load_from_disk(str(out / "common_voice"))
+    sentences = [row["sentence"] for split in cv.values() for row in split]
+    assert len(sentences) == 3 and all(s.endswith(".") and '"' not in s for s in sentences)
 
 
 def test_imda_part12_wrong_channel_is_one_clear_error(corpora, tmp_path, capsys):
@@ -519,8 +537,12 @@ def test_training_runs_data_parallel_under_torchrun(prepared, tiny_base, tmp_pat
     assert (output / "model.safetensors").is_file()
 
 
-def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
+def test_notebook_runs_the_same_chain_and_reports_the_wer_it_computed(prepared, tiny_base, tmp_path):
+    import re
+
     papermill = pytest.importorskip("papermill", reason="executing the notebook needs papermill (the [finetune] extra)")
+    from whispersg.finetune.evaluate import evaluate_model, load_test_data
+
     output = tmp_path / "notebook-run"
     papermill.execute_notebook(
         str(REPO / "finetuning" / "training" / "training.ipynb"),
@@ -528,8 +550,8 @@ def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
         parameters={
             "datasets": [str(prepared["dataset"])], "weights": None, "base_model": str(tiny_base),
             "output_dir": str(output), "max_steps": 10, "learning_rate": 5e-3, "warmup_steps": 2, "batch_size": 4,
-            "effective_batch_size": 4, "optim": "adamw_torch", "eval_steps": 10, "save_steps": 10,
-            "generation_max_length": 40, "report_to": ["none"],
+            "effective_batch_size": 4, "optim": "adamw_torch", "eval_steps": 10, "save_steps": 10, "logging_steps": 5,
+            "generation_max_length": 40, "report_to": ["none"], "language": None, "task": "transcribe", "seed": 3,
         },
         kernel_name="python3",
         progress_bar=False,
@@ -539,6 +561,16 @@ def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
     assert (Path(f"{output}-ct2") / "model.bin").is_file()
     executed = (tmp_path / "executed.ipynb").read_text()
     assert "transcribe with: whispersg --model" in executed
+    printed = {name: float(value) for name, value in re.findall(r"WER (before|after) fine-tuning: (\d+\.\d{4})", executed)}
+    saved = json.loads((output / "wer_before_after.json").read_text())
+    # The numbers the notebook shows are the ones these models score on the test split, computed again here.
+    test_data = load_test_data(prepared["dataset"], "test")
+    assert saved["utterances"] == len(test_data)
+    for name, model in (("before", tiny_base), ("after", output)):
+        wer = evaluate_model(model, test_data).wer
+        assert 0.0 <= wer < 20.0 and printed[name] == pytest.approx(wer, abs=5e-5) == saved[name], (name, wer)
+    history = json.loads((output / "checkpoint-10" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == [5, 10]  # logging_steps reached the trainer
 
 
 @pytest.mark.network_isolated
