@@ -538,6 +538,7 @@ def test_training_runs_data_parallel_under_torchrun(prepared, tiny_base, tmp_pat
 
 
 def test_notebook_runs_the_same_chain_and_reports_the_wer_it_computed(prepared, tiny_base, tmp_path):
+    import math
     import re
 
     papermill = pytest.importorskip("papermill", reason="executing the notebook needs papermill (the [finetune] extra)")
@@ -568,7 +569,9 @@ def test_notebook_runs_the_same_chain_and_reports_the_wer_it_computed(prepared, 
     assert saved["utterances"] == len(test_data)
     for name, model in (("before", tiny_base), ("after", output)):
         wer = evaluate_model(model, test_data).wer
-        assert 0.0 <= wer < 20.0 and printed[name] == pytest.approx(wer, abs=5e-5) == saved[name], (name, wer)
+        # The random base writes long runs of junk words, so its WER is far above 1 (bounded by 225 tokens a clip).
+        assert math.isfinite(wer) and wer >= 0.0, (name, wer)
+        assert printed[name] == pytest.approx(wer, abs=5e-5) and saved[name] == pytest.approx(wer, abs=1e-9), (name, wer)
     history = json.loads((output / "checkpoint-10" / "trainer_state.json").read_text())["log_history"]
     assert [e["step"] for e in history if "loss" in e] == [5, 10]  # logging_steps reached the trainer
 
