@@ -45,12 +45,14 @@ PART3_TURNS = {
     ],
 }
 
+# (clip, sentence as written, up votes, down votes, client_id): one speaker reads two; one sentence is quoted
+# and lacks its full stop (the recipe's clean-up).
 COMMON_VOICE = [
-    ("common_voice_en_001.mp3", "The museum is closed on Mondays.", 3, 0),
-    ("common_voice_en_002.mp3", "He walked along the river every morning.", 2, 0),
-    ("common_voice_en_003.mp3", "Please switch off your phone.", 2, 1),
-    ("common_voice_en_004.mp3", "The children played football in the park.", 4, 0),
-    ("common_voice_en_005.mp3", "This sentence has too many down votes.", 0, 3),
+    ("common_voice_en_001.mp3", "The museum is closed on Mondays.", 3, 0, "cv-a"),
+    ("common_voice_en_002.mp3", "He walked along the river every morning.", 2, 0, "cv-b"),
+    ("common_voice_en_003.mp3", '"Please switch off your phone," she said', 2, 1, "cv-c"),
+    ("common_voice_en_004.mp3", "The children played football in the park.", 4, 0, "cv-a"),
+    ("common_voice_en_005.mp3", "This sentence has too many down votes.", 0, 3, "cv-d"),
 ]
 
 
@@ -70,13 +72,15 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
     return path
 
 
-def build_part12(root: Path, channel: int = 2, zipped: bool = True) -> Path:
-    """PART1/DATA/CHANNEL<n>/{SCRIPT,WAVE}; returns the PART1 folder."""
-    part = root / "PART1"
+def build_part12(root: Path, channel: int = 2, zipped: bool = True, part_name: str = "PART1",
+                 first_speaker: int = 1) -> Path:
+    """<part_name>/DATA/CHANNEL<n>/{SCRIPT,WAVE}, speakers numbered from ``first_speaker``; returns the part folder."""
+    part = root / part_name
     channel_dir = part / "DATA" / f"CHANNEL{channel}"
     (channel_dir / "SCRIPT").mkdir(parents=True)
     (channel_dir / "WAVE").mkdir(parents=True)
-    for speaker, prompts in PART1_PROMPTS.items():
+    for number, prompts in PART1_PROMPTS.items():
+        speaker = number + first_speaker - 1
         script_id = f"{speaker:05d}0"
         lines = []
         speaker_dir = root / "build" / f"SPEAKER{speaker:04d}" / "SESSION0"
@@ -84,7 +88,7 @@ def build_part12(root: Path, channel: int = 2, zipped: bool = True) -> Path:
             utterance = f"{script_id}{index:03d}"
             lines += [f"{utterance}\t{prompt}", f"\t{normalized}"]
             spoken = normalized.replace("<FIL/>", "").replace("<UNK>", "")
-            write_wav(speaker_dir / f"{utterance}.WAV", speak(spoken, voice="en" if speaker == 1 else "en-us"))
+            write_wav(speaker_dir / f"{utterance}.WAV", speak(spoken, voice="en" if number == 1 else "en-us"))
         lines.append("garbage line without a tab")
         (channel_dir / "SCRIPT" / f"{script_id}.TXT").write_text("\ufeff" + "\r\n".join(lines) + "\r\n", encoding="utf-8")
         if zipped:
@@ -136,13 +140,13 @@ def build_common_voice(root: Path) -> Path:
     clips = corpus / "clips"
     clips.mkdir(parents=True)
     rows = ["client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents"]
-    for name, sentence, up, down in COMMON_VOICE:
+    for name, sentence, up, down, client in COMMON_VOICE:
         wav = write_wav(root / "build-cv" / f"{name}.wav", speak(sentence, voice="en-gb", speed=160))
         subprocess.run(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-ac", "1", "-ar", "48000", "-b:a", "64k", str(clips / name)],
             check=True,
         )
-        rows.append(f"abc\t{name}\t{sentence}\t{up}\t{down}\t\t\t")
+        rows.append(f"{client}\t{name}\t{sentence}\t{up}\t{down}\t\t\t")
     rows.append("abc\tcommon_voice_en_999.mp3\tA clip that is missing.\t5\t0\t\t\t")
     (corpus / "validated.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     shutil.rmtree(root / "build-cv")

@@ -8,6 +8,7 @@ the real English tokenizer (tests/tiny_whisper.py), trained for a few dozen CPU 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from whispersg.cli.finetune import (  # noqa: E402
     finalize_main,
     imda_part3_main,
     imda_part12_main,
+    original_recipe_main,
     train_main,
 )
 from whispersg.finetune.interchange import read_pairs  # noqa: E402
@@ -80,25 +82,48 @@ def test_imda_marks_are_cleaned_or_drop_the_utterance(annotated, particles, expe
 # ---------------------------------------------------------------- readers
 
 
-def test_imda_part12_reads_script_pairs_and_extracts_zipped_waves(prepared, capsys):
+def test_imda_part12_labels_are_the_prompts_as_written_by_default(prepared, capsys):
     folder = prepared["root"] / "part1"
     paths, texts = read_pairs(folder / "audio_paths.txt"), read_pairs(folder / "text.txt")
     assert list(paths) == list(texts)  # same ids, same order
-    # 7 utterances in the SCRIPT files; the <UNK> one is excluded by default.
-    assert len(paths) == 6 and "000020003" not in paths
-    assert texts["000010002"] == "the hawker centre opens at seven"  # <FIL/> stripped from the normalised line
+    # 7 utterances in the SCRIPT files: the prompt with <laughs> markup and the one whose normalised line
+    # says <UNK> (the speaker did not say it clearly) are skipped.
+    assert set(texts) == {"000010001", "000010002", "000010004", "000020001", "000020002"}
+    assert texts["000010001"] == "Please take the train to Jurong East."
+    assert texts["000010002"] == "The hawker centre opens at seven."
+    speakers = read_pairs(folder / "speakers.txt")
+    assert speakers["000010001"] == "PART1/SPEAKER0001" and speakers["000020001"] == "PART1/SPEAKER0002"
     for path in paths.values():
         assert Path(path).is_absolute() and Path(path).stat().st_size > 10_000
 
 
-def test_imda_part12_original_prompts_skip_markup_and_read_unpacked_waves(tmp_path):
+def test_imda_part12_normalized_option_and_unpacked_waves(tmp_path):
     corpus = build_part12(tmp_path, channel=0, zipped=False)
     out = tmp_path / "prep"
-    assert imda_part12_main([str(corpus), "--channel", "0", "--original", "-o", str(out), "-q"]) == 0
+    assert imda_part12_main([str(corpus), "--channel", "0", "--normalized", "-o", str(out), "-q"]) == 0
     texts = read_pairs(out / "text.txt")
-    assert texts["000010001"] == "Please take the train to Jurong East."
-    assert "000010003" not in texts  # the prompt with <laughs> markup
+    assert texts["000010002"] == "the hawker centre opens at seven"  # <FIL/> stripped from the normalised line
+    assert texts["000010003"] == "we queued for chicken rice"  # its normalised line has no markup
+    assert "000020003" not in texts  # <UNK> drops the utterance in this mode too
     assert len(texts) == 6
+    assert read_pairs(out / "speakers.txt")["000020002"] == "PART1/SPEAKER0002"  # from the SPEAKER folder
+
+
+def test_original_recipe_is_one_command_without_part3(corpora, tmp_path, capsys):
+    import datasets
+
+    part2 = build_part12(tmp_path / "p2", channel=0, part_name="PART2", first_speaker=3)
+    out = tmp_path / "data"
+    assert original_recipe_main(["--part1", str(corpora["part1"]), "--part2", str(part2), "--common_voice",
+                                 str(corpora["cv"]), "--common_voice_sample", "3", "-o", str(out), "-q"]) == 0
+    assert "next: python finetuning/train.py" in capsys.readouterr().err
+    imda = datasets.load_from_disk(str(out / "imda"))
+    rows = [row for split in imda.values() for row in split]
+    assert {row["speaker"].split("/")[0] for row in rows} == {"PART1", "PART2"}  # no part 3
+    assert len(rows) == 10 and all(row["sentence"][0].isupper() and row["sentence"].endswith(".") for row in rows)
+    cv = datasets.load_from_disk(str(out / "common_voice"))
+    sentences = [row["sentence"] for split in cv.values() for row in split]
+    assert len(sentences) == 3 and all(s.endswith(".") and '"' not in s for s in sentences)
 
 
 def test_imda_part12_wrong_channel_is_one_clear_error(corpora, tmp_path, capsys):
@@ -142,8 +167,12 @@ def test_common_voice_filters_votes_missing_clips_and_samples_with_a_seed(corpor
     from whispersg.finetune.common_voice import read_common_voice
 
     texts = read_pairs(prepared["root"] / "cv" / "text.txt")
-    expected = {Path(name).stem: sentence for name, sentence, up, down in COMMON_VOICE if down <= 1}
+    expected = {Path(name).stem: sentence for name, sentence, up, down, _ in COMMON_VOICE if down <= 1}
+    expected["common_voice_en_003"] = "Please switch off your phone, she said."  # quotes out, full stop in
     assert texts == expected
+    assert read_pairs(prepared["root"] / "cv" / "speakers.txt")["common_voice_en_004"] == "common_voice/cv-a"
+    as_written, _ = read_common_voice(corpora["cv"], clean_text=False)
+    assert {e.id: e.text for e in as_written}["common_voice_en_003"] == '"Please switch off your phone," she said'
     first, _ = read_common_voice(corpora["cv"], sample=2, seed=7)
     again, report = read_common_voice(corpora["cv"], sample=2, seed=7)
     assert [e.id for e in first] == [e.id for e in again] and len(first) == 2
@@ -153,23 +182,131 @@ def test_common_voice_filters_votes_missing_clips_and_samples_with_a_seed(corpor
 # ---------------------------------------------------------------- finalize
 
 
-def test_finalize_builds_a_split_deduplicated_audio_dataset_about_the_size_of_its_audio(prepared):
+def test_finalize_builds_a_speaker_split_audio_dataset_plain_datasets_can_read(prepared):
     import datasets
 
     from whispersg.finetune.finalize import REPORT_FILE
 
-    dataset = datasets.load_from_disk(str(prepared["dataset"]))
+    dataset = datasets.load_from_disk(str(prepared["dataset"]))  # plain datasets, no WhisperSG code
     assert set(dataset) == {"train", "test"}
     feature = dataset["train"].features["audio"]
-    assert isinstance(feature, datasets.Audio) and feature.sampling_rate == 16000
+    assert isinstance(feature, datasets.Audio) and feature.sampling_rate == 16000 and not feature.decode
+    row = dataset["train"][0]  # reading a row needs no audio decoder (torchcodec is not installed here)
+    assert len(row["audio"]["bytes"]) > 1000 and row["audio"]["path"]
     sentences = list(dataset["train"]["sentence"]) + list(dataset["test"]["sentence"])
-    # 6 (part 1, one prompt read by both speakers) + 4 (part 3) + 4 (Common Voice) - 1 duplicate
-    assert len(sentences) == 13 and len(set(sentences)) == 13
-    assert len(dataset["test"]) == round(13 * 0.2)
-    assert not set(list(dataset["train"]["id"])) & set(list(dataset["test"]["id"]))
+    # 5 (part 1: two speakers read the same prompt, both kept) + 4 (part 3) + 4 (Common Voice)
+    assert len(sentences) == 13 and sentences.count("Please take the train to Jurong East.") == 2
+    train_speakers, test_speakers = set(dataset["train"]["speaker"]), set(dataset["test"]["speaker"])
+    assert train_speakers and test_speakers and not train_speakers & test_speakers
+    # Both speakers of conversation 3000 on one side (its boundary-mic clips would hold both voices).
+    sides = {side for side in ("train", "test") for s in dataset[side]["speaker"] if s.startswith("PART3/3000-")}
+    assert len(sides) == 1
+    assert 1 <= len(dataset["test"]) <= 5
     report = json.loads((prepared["dataset"] / REPORT_FILE).read_text())
-    assert report["skipped"] == {"duplicate transcript": 1}
+    assert report["skipped"] == {} and report["split_by"] == "speaker"
     assert report["dataset_bytes"] / report["audio_bytes"] <= 1.1
+
+
+def _source(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """An interchange folder of (id, audio path, text, speaker) rows."""
+    from whispersg.finetune.interchange import Example, write_interchange
+
+    write_interchange(folder, [Example(i, audio, text, speaker or None) for i, audio, text, speaker in rows])
+    return folder
+
+
+def test_finalize_filters_before_deduplicating_within_a_speaker_and_rejects_empty_labels(prepared, tmp_path):
+    import soundfile
+
+    from whispersg.finetune.finalize import drop_duplicates, finalize
+    from whispersg.finetune.interchange import ReadReport, read_interchange
+
+    clips = sorted(read_pairs(prepared["root"] / "part1" / "audio_paths.txt").values(),
+                   key=lambda path: soundfile.info(path).duration)
+    short, long = clips[0], clips[-1]
+    limit = (soundfile.info(short).duration + soundfile.info(long).duration) / 2
+    source = _source(tmp_path / "src", [
+        ("s-long", long, "The same sentence.", "S"), ("s-short", short, "The same sentence.", "S"),
+        ("r-short", short, "The same sentence.", "R"), ("s-empty", short, "  ", "S"), ("s-other", short, "Another one.", "S"),
+    ])
+    examples, _ = read_interchange(source)
+    # A seed for which de-duplicating first would keep the copy that is then dropped as too long.
+    seed = next(seed for seed in range(50)
+                if "s-long" in {e.id for e in drop_duplicates(examples, seed, ReadReport(), "speaker")})
+    result = finalize([source], tmp_path / "ds", test_size=0.0, seed=seed, max_seconds=limit, progress=False)
+    import datasets
+
+    ids = set(datasets.load_from_disk(str(tmp_path / "ds"))["train"]["id"])
+    assert ids == {"s-short", "r-short", "s-other"}  # the sentence survives; another speaker's reading too
+    assert result.skipped == {"empty transcript": 1, f"clip empty or over {limit:g} s": 1}
+    finalize([source], tmp_path / "text", test_size=0.0, seed=seed, max_seconds=limit, progress=False, deduplicate="text")
+    assert len(datasets.load_from_disk(str(tmp_path / "text"))["train"]) == 2
+    # A read corpus whose speakers re-read prompts on purpose: de-duplication off keeps every reading.
+    again = _source(tmp_path / "src2", [("a", short, "Twice.", "S"), ("b", long, "Twice.", "S")])
+    assert finalize([again], tmp_path / "off", test_size=0.0, deduplicate="off", progress=False).train == 2
+
+
+def test_split_keeps_speakers_and_conversations_on_one_side():
+    from whispersg.errors import DataError
+    from whispersg.finetune.finalize import split_train_test
+    from whispersg.finetune.interchange import Example
+
+    examples = [Example(f"{s}-{c}-{i}", "x.wav", f"t{i}", s, c) for s, c in
+                (("A", "c1"), ("B", "c1"), ("C", "c2"), ("D", "c3"), ("E", None), ("F", None)) for i in range(3)]
+    examples.append(Example("A-c4-0", "x.wav", "t", "A", "c4"))  # speaker A again, in another conversation
+    for seed in range(10):
+        train, test = split_train_test(examples, 0.3, seed, "speaker")
+        assert train and test and len(train) + len(test) == len(examples)
+        for key in ("speaker", "conversation"):
+            left = {getattr(e, key) for e in train} - {None}
+            right = {getattr(e, key) for e in test} - {None}
+            assert not left & right, (seed, key)
+        train, test = split_train_test(examples, 0.3, seed, "conversation")
+        assert not {e.conversation for e in train if e.conversation} & {e.conversation for e in test if e.conversation}
+    by_clip = split_train_test(examples, 0.3, 0, "clip")
+    assert len(by_clip[1]) == round(len(examples) * 0.3)
+    assert split_train_test(examples, 0.0, 0, "speaker")[1] == [] and split_train_test(examples, 1.0, 0)[0] == []
+    with pytest.raises(DataError, match="one speaker"):
+        split_train_test(examples[:3], 0.2, 0, "speaker")
+
+
+def test_train_only_and_test_only_datasets_load_and_train(prepared, tiny_base, tmp_path):
+    import datasets
+
+    from whispersg.finetune.evaluate import load_test_data
+    from whispersg.finetune.train import TrainingSettings, build_trainer
+
+    sources = [str(prepared["root"] / name) for name in ("part1", "part3")]
+    assert finalize_main([*sources, "-o", str(tmp_path / "train_only"), "--test_size", "0", "-q"]) == 0
+    assert finalize_main([str(prepared["root"] / "cv"), "-o", str(tmp_path / "test_only"), "--test_size", "1", "-q"]) == 0
+    assert set(datasets.load_from_disk(str(tmp_path / "train_only"))) == {"train"}
+    assert len(datasets.load_from_disk(str(tmp_path / "test_only"))["test"]) == 4
+    assert len(load_test_data(tmp_path / "test_only", "test")) == 4
+    settings = TrainingSettings(datasets=[str(tmp_path / "train_only"), str(tmp_path / "test_only")],
+                                output_dir=str(tmp_path / "run"), base_model=str(tiny_base), report_to=["none"])
+    trainer = build_trainer(settings)
+    assert len(trainer.train_dataset) == 9 and len(trainer.eval_dataset) == 4
+    alone = build_trainer(TrainingSettings(datasets=[str(tmp_path / "train_only")], output_dir=str(tmp_path / "run2"),
+                                           base_model=str(tiny_base), report_to=["none"], max_steps=1))
+    assert alone.eval_dataset is None and alone.args.eval_strategy == "no"
+
+
+def test_weighted_mixing_does_not_repeat_examples_unless_asked(prepared, tmp_path):
+    from whispersg.finetune.data import mix_datasets
+
+    assert finalize_main([str(prepared["root"] / "part1"), str(prepared["root"] / "part3"), "-o", str(tmp_path / "imda"),
+                          "--test_size", "0", "-q"]) == 0  # 9 examples
+    assert finalize_main([str(prepared["root"] / "cv"), "-o", str(tmp_path / "cv"), "--test_size", "0", "-q"]) == 0  # 4
+    paths = [tmp_path / "imda", tmp_path / "cv"]
+    clips = lambda mixed: [row["audio"]["path"] for row in mixed]  # noqa: E731
+    mixed = clips(mix_datasets(paths, "train", [0.5, 0.5], seed=1))
+    assert len(mixed) == len(set(mixed)) == 8  # 4 + 4: Common Voice runs out first, nothing repeats
+    assert sum(name.endswith(".mp3") for name in mixed) == 4
+    mixed = clips(mix_datasets(paths, "train", [3, 1], seed=1))
+    assert len(mixed) == len(set(mixed)) and sum(n.endswith(".mp3") for n in mixed) == 3 and len(mixed) == 12
+    oversampled = clips(mix_datasets(paths, "train", [0.5, 0.5], seed=1, oversample=True))
+    assert set(oversampled) == set(clips(mix_datasets(paths, "train")))  # every example of both used
+    assert len(oversampled) > len(set(oversampled))  # the smaller source repeated to keep the shares
 
 
 def test_finalize_reports_orphans_and_drops_long_clips(tmp_path, prepared, caplog):
@@ -179,11 +316,11 @@ def test_finalize_reports_orphans_and_drops_long_clips(tmp_path, prepared, caplo
     shutil.copytree(prepared["root"] / "part1", source, ignore=shutil.ignore_patterns("audio"))
     lines = (source / "text.txt").read_text().splitlines()
     (source / "text.txt").write_text("\n".join(lines[1:] + ["999999999\tan orphan transcript"]) + "\n")
-    result = finalize([source], tmp_path / "dataset", test_size=0.0, max_seconds=2.0, progress=False)
+    result = finalize([source], tmp_path / "dataset", test_size=0.0, max_seconds=2.4, progress=False)
     assert result.skipped["id in audio_paths.txt without a transcript in text.txt"] == 1
     assert result.skipped["id in text.txt without audio in audio_paths.txt"] == 1
-    assert result.skipped["clip empty or over 2 s"] >= 1
-    assert result.test == 0 and result.train + result.skipped["clip empty or over 2 s"] == 5  # 6 ids, 1 orphan
+    assert result.skipped["clip empty or over 2.4 s"] >= 1
+    assert result.test == 0 and result.train + result.skipped["clip empty or over 2.4 s"] == 4  # 5 ids, 1 orphan
 
 
 def test_malformed_interchange_line_is_one_error_naming_file_and_line(tmp_path, capsys):
@@ -288,8 +425,131 @@ def test_convert_refuses_a_folder_without_tokenizer(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
+def test_logged_loss_does_not_grow_with_gradient_accumulation(prepared, tiny_base, tmp_path):
+    from whispersg.finetune.finalize import finalize
+    from whispersg.finetune.train import TrainingSettings, build_trainer
+
+    clip = next(iter(read_pairs(prepared["root"] / "part1" / "audio_paths.txt").values()))
+    # Four identical rows: every micro-batch has the same loss, so the logged loss must not depend on accumulation.
+    source = _source(tmp_path / "same", [(f"u{i}", clip, "Please take the train to Jurong East.", "") for i in range(4)])
+    finalize([source], tmp_path / "ds", test_size=0.0, deduplicate="off", progress=False)
+    logged = {}
+    for accumulation in (1, 4):
+        settings = TrainingSettings(datasets=[str(tmp_path / "ds")], output_dir=str(tmp_path / f"run{accumulation}"),
+                                    base_model=str(tiny_base), batch_size=1, effective_batch_size=accumulation,
+                                    max_steps=1, logging_steps=1, warmup_steps=0, optim="adamw_torch",
+                                    save_steps=100, report_to=["none"])
+        trainer = build_trainer(settings)
+        assert trainer.args.gradient_accumulation_steps == accumulation
+        trainer.train()
+        logged[accumulation] = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    assert logged[4] == pytest.approx(logged[1], rel=1e-3), logged
+
+
+def test_multilingual_base_labels_carry_the_prompt_generation_uses(prepared, tmp_path):
+    import numpy as np
+    import torch
+
+    from whispersg.errors import ModelError
+    from whispersg.finetune.data import SpeechCollator, load_prepared
+    from whispersg.finetune.train import load_base
+
+    folder = build_tiny_whisper(tmp_path / "multi", multilingual=True)
+    model, processor = load_base(str(folder))  # no --language: English
+    rows = list(load_prepared(prepared["dataset"])["train"].select(range(2)))
+    labels = SpeechCollator(processor, model.config.decoder_start_token_id)(rows)["labels"]
+    prefix = processor.tokenizer.convert_tokens_to_ids(["<|en|>", "<|transcribe|>", "<|notimestamps|>"])
+    assert labels[:, :3].tolist() == [prefix, prefix]
+    features = processor.feature_extractor([np.zeros(16000, "float32")], sampling_rate=16000,
+                                           return_tensors="pt").input_features
+    prompts = []  # the decoder's first input in generation is its forced prompt
+    hook = model.model.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: prompts.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
+    with torch.inference_mode():
+        model.generate(features, max_new_tokens=3)
+    hook.remove()
+    assert prompts[0] == [model.config.decoder_start_token_id, *prefix]  # = the labels' prefix
+    english, english_processor = load_base(str(build_tiny_whisper(tmp_path / "en")))
+    english_labels = SpeechCollator(english_processor, english.config.decoder_start_token_id)(rows)["labels"]
+    assert english_labels[0, 0].item() == prefix[2]  # English-only: <|notimestamps|> follows the start token
+    with pytest.raises(ModelError, match="English-only"):
+        load_base(str(tmp_path / "en"), language="ms")
+
+
+def test_evaluate_takes_language_and_treats_hub_ids_as_transformers_models(prepared, tmp_path, capsys, monkeypatch):
+    from whispersg.finetune.evaluate import is_transformers_checkpoint
+
+    multi = build_tiny_whisper(tmp_path / "multi", multilingual=True)
+    assert evaluate_main(["--model", str(multi), "--data", str(prepared["dataset"]), "--language", "en", "-q"]) == 0
+    assert "| model |" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert is_transformers_checkpoint("openai/whisper-small.en") and not is_transformers_checkpoint("tiny.en")
+    assert is_transformers_checkpoint(multi) and not is_transformers_checkpoint(tmp_path)
+    assert evaluate_main(["--model", "openai/whisper-small.en", "--data", str(prepared["dataset"])]) == 1
+    error = " ".join(capsys.readouterr().err.split())  # one message (the console wraps it at its width)
+    assert error.startswith("error: openai/whisper-small.en:") and error.count("error:") == 1
+    assert "needs a download" in error and "--allow_download" in error and "Traceback" not in error
+
+
+def test_long_clips_are_evaluated_whole_with_long_form_generation(prepared, tiny_base, monkeypatch):
+    import numpy as np
+    from transformers import WhisperForConditionalGeneration
+
+    from whispersg.finetune.evaluate import Utterance, load_test_data, transcribe_with_checkpoint
+
+    short = load_test_data(prepared["dataset"], "train", 2)
+    long = Utterance("long", np.tile(short[0].samples, int(np.ceil(35 * 16000 / len(short[0].samples)))), "x")
+    seen = []
+    original = WhisperForConditionalGeneration.generate
+
+    def spy(self, input_features=None, **kwargs):
+        seen.append((input_features.shape[0], input_features.shape[-1], kwargs.get("return_timestamps")))
+        return original(self, input_features, **kwargs)
+
+    monkeypatch.setattr(WhisperForConditionalGeneration, "generate", spy)
+    texts = transcribe_with_checkpoint(tiny_base, [short[0], long, short[1]], max_length=20)
+    assert len(texts) == 3
+    frames = len(long.samples) // 160
+    assert (2, 3000, None) in seen  # the short clips, batched in one 30 s window each
+    assert any(batch == 1 and length >= frames - 1 and stamps for batch, length, stamps in seen), seen
+
+
+@pytest.mark.slow
+def test_training_runs_data_parallel_under_torchrun(prepared, tiny_base, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    records = tmp_path / "records"
+    records.mkdir()
+    output = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(REPO / "tests" / "ddp_train.py"), str(prepared["dataset"]), str(tiny_base),
+         str(output), str(records)],
+        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["main"] for r in ranks] == [True, False]
+    for step in range(3):  # each rank trained on its own shard of every batch
+        assert not set(ranks[0]["batches"][step]) & set(ranks[1]["batches"][step]), step
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-3"]
+    for name in ("model.safetensors", "tokenizer.json", "preprocessor_config.json", "trainer_state.json"):
+        assert (output / "checkpoint-3" / name).is_file(), name
+    assert (output / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_runs_the_same_chain_and_reports_the_wer_it_computed(prepared, tiny_base, tmp_path):
+    import math
+    import re
+
     papermill = pytest.importorskip("papermill", reason="executing the notebook needs papermill (the [finetune] extra)")
+    from whispersg.finetune.evaluate import evaluate_model, load_test_data
+
     output = tmp_path / "notebook-run"
     papermill.execute_notebook(
         str(REPO / "finetuning" / "training" / "training.ipynb"),
@@ -297,8 +557,8 @@ def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
         parameters={
             "datasets": [str(prepared["dataset"])], "weights": None, "base_model": str(tiny_base),
             "output_dir": str(output), "max_steps": 10, "learning_rate": 5e-3, "warmup_steps": 2, "batch_size": 4,
-            "effective_batch_size": 4, "optim": "adamw_torch", "eval_steps": 10, "save_steps": 10,
-            "generation_max_length": 40, "report_to": ["none"],
+            "effective_batch_size": 4, "optim": "adamw_torch", "eval_steps": 10, "save_steps": 10, "logging_steps": 5,
+            "generation_max_length": 40, "report_to": ["none"], "language": None, "task": "transcribe", "seed": 3,
         },
         kernel_name="python3",
         progress_bar=False,
@@ -308,6 +568,18 @@ def test_notebook_runs_the_same_chain(prepared, tiny_base, tmp_path):
     assert (Path(f"{output}-ct2") / "model.bin").is_file()
     executed = (tmp_path / "executed.ipynb").read_text()
     assert "transcribe with: whispersg --model" in executed
+    printed = {name: float(value) for name, value in re.findall(r"WER (before|after) fine-tuning: (\d+\.\d{4})", executed)}
+    saved = json.loads((output / "wer_before_after.json").read_text())
+    # The numbers the notebook shows are the ones these models score on the test split, computed again here.
+    test_data = load_test_data(prepared["dataset"], "test")
+    assert saved["utterances"] == len(test_data)
+    for name, model in (("before", tiny_base), ("after", output)):
+        wer = evaluate_model(model, test_data).wer
+        # The random base writes long runs of junk words, so its WER is far above 1 (bounded by 225 tokens a clip).
+        assert math.isfinite(wer) and wer >= 0.0, (name, wer)
+        assert printed[name] == pytest.approx(wer, abs=5e-5) and saved[name] == pytest.approx(wer, abs=1e-9), (name, wer)
+    history = json.loads((output / "checkpoint-10" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == [5, 10]  # logging_steps reached the trainer
 
 
 @pytest.mark.slow

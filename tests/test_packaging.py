@@ -19,6 +19,8 @@ def test_core_install_has_no_torch_and_torch_extras_pin_the_cpu_wheel():
     for extra, requirements in project["optional-dependencies"].items():
         for requirement in requirements:
             if requirement.replace(" ", "").startswith("torch") and not requirement.startswith("torchcodec"):
-                assert requirement == "torch==2.13.0", (extra, requirement)
+                # finetune keeps a CUDA torch a GPU user installed first; the pinned extras keep `.[all]` on 2.13.0.
+                expected = "torch>=2.13,<3" if extra == "finetune" else "torch==2.13.0"
+                assert requirement == expected, (extra, requirement)
     assert {"whispersg", "whispersg_live"} <= set(project["scripts"])
     assert "whisperx" not in " ".join(project["optional-dependencies"]["all"])

@@ -13,7 +13,9 @@ from pathlib import Path
 ENGLISH_VOCAB_SIZE = 51864  # text tokens + special tokens + 1501 timestamp tokens
 
 
-def build_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, seed: int = 0, multilingual: bool = False) -> Path:
+    """``multilingual``: a vocabulary one larger (what marks a multilingual Whisper) and language/task ids, using
+    the <|en|>/<|transcribe|> tokens the English tokenizer also holds."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -34,7 +36,7 @@ def build_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, seed: i
     processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
     start, end, no_timestamps = (tokenizer.convert_tokens_to_ids(t) for t in ("<|startoftranscript|>", special, "<|notimestamps|>"))
     config = WhisperConfig(
-        vocab_size=ENGLISH_VOCAB_SIZE,
+        vocab_size=ENGLISH_VOCAB_SIZE + int(multilingual),
         num_mel_bins=80,
         d_model=d_model,
         encoder_layers=layers,
@@ -59,9 +61,13 @@ def build_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, seed: i
         no_timestamps_token_id=no_timestamps,
         suppress_tokens=suppress["suppress_ids"],
         begin_suppress_tokens=suppress["suppress_ids_begin"],
-        is_multilingual=False,
+        is_multilingual=multilingual,
         max_length=448,
     )
+    if multilingual:
+        model.generation_config.lang_to_id = {"<|en|>": tokenizer.convert_tokens_to_ids("<|en|>")}
+        model.generation_config.task_to_id = {task: tokenizer.convert_tokens_to_ids(f"<|{task}|>")
+                                              for task in ("transcribe", "translate")}
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     processor.feature_extractor.save_pretrained(folder)

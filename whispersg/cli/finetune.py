@@ -21,7 +21,11 @@ logger = logging.getLogger("whispersg.finetune")
 def _run(parser: argparse.ArgumentParser, argv: Optional[list[str]], body: Callable[[argparse.Namespace], int]) -> int:
     args = parser.parse_args(argv)
     setup_logging(args)
-    if not getattr(args, "allow_download", False):
+    if getattr(args, "allow_download", False):
+        from whispersg.offline import allow_downloads
+
+        allow_downloads()
+    else:
         from whispersg.offline import enforce_offline
 
         enforce_offline()
@@ -88,10 +92,11 @@ def imda_part12_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--channel", type=int, choices=(0, 1, 2), required=True,
                         help="microphone channel: 0 headset, 1 boundary, 2 phone (the original used 2 for part 1, 0 for part 2)")
     choice = parser.add_mutually_exclusive_group()
-    choice.add_argument("--normalized", dest="transcript", action="store_const", const="normalized", default="normalized",
-                        help="use the normalised transcript line (default)")
-    choice.add_argument("--original", dest="transcript", action="store_const", const="original",
-                        help="use the prompt as written (mixed case, punctuation; prompts with markup are skipped)")
+    choice.add_argument("--original", dest="transcript", action="store_const", const="original", default="original",
+                        help="label with the prompt as written: mixed case and punctuation, what Whisper writes "
+                        "(default; prompts with markup are skipped)")
+    choice.add_argument("--normalized", dest="transcript", action="store_const", const="normalized",
+                        help="label with the normalised line instead (lower case, no punctuation, marks cleaned)")
     _add_cleaning_arguments(parser)
     add_logging_arguments(parser)
 
@@ -145,6 +150,9 @@ def common_voice_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample (default: 0)")
     parser.add_argument("--min_up_votes", type=int, default=0, help="skip clips with fewer up votes")
     parser.add_argument("--max_down_votes", type=int, default=None, help="skip clips with more down votes")
+    parser.add_argument("--as_written", action="store_true",
+                        help="keep sentences exactly as written (default: the original recipe's clean-up: "
+                        "double quotation marks removed, a final full stop added where no end mark is)")
     add_logging_arguments(parser)
 
     def body(args: argparse.Namespace) -> int:
@@ -152,14 +160,14 @@ def common_voice_main(argv: Optional[list[str]] = None) -> int:
 
         _claim_output(args)
         examples, report = read_common_voice(args.corpus, args.split, args.sample, args.seed, args.min_up_votes,
-                                             args.max_down_votes)
+                                             args.max_down_votes, clean_text=not args.as_written)
         return _write_prepared("Common Voice", args.output_dir, examples, report)
 
     return _run(parser, argv, body)
 
 
 def finalize_main(argv: Optional[list[str]] = None) -> int:
-    from whispersg.finetune.finalize import MAX_CLIP_SECONDS
+    from whispersg.finetune.finalize import DEDUPLICATE_MODES, MAX_CLIP_SECONDS, SPLIT_MODES
 
     parser = argparse.ArgumentParser(
         prog="finalize_data.py",
@@ -169,9 +177,15 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", "-o", required=True,
                         help="new or empty folder to save the DatasetDict in (an earlier dataset there: see --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier dataset saved by this command in --output")
-    parser.add_argument("--test_size", type=float, default=0.2, help="fraction held out for testing (default: 0.2)")
+    parser.add_argument("--test_size", type=float, default=0.2,
+                        help="fraction held out for testing; 0 = train only, 1 = test only (default: 0.2)")
+    parser.add_argument("--split_by", choices=SPLIT_MODES, default=None,
+                        help="keep each speaker (and conversation), each conversation, or nothing on one side of the "
+                        "split (default: speaker when the sources name every speaker, else clip)")
     parser.add_argument("--seed", type=int, default=42, help="seed of de-duplication and split (default: 42)")
-    parser.add_argument("--keep_duplicates", action="store_true", help="keep examples whose normalised transcripts repeat")
+    parser.add_argument("--deduplicate", choices=DEDUPLICATE_MODES, default="speaker",
+                        help="drop repeated transcripts of the same speaker (default), of anyone (text), "
+                        "or none (off: read corpora whose speakers re-read prompts on purpose)")
     parser.add_argument("--max_seconds", type=float, default=MAX_CLIP_SECONDS, help="drop longer clips (default: 30)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json to measure labels with (default: the built-in Whisper tokenizer)")
     add_logging_arguments(parser)
@@ -180,13 +194,54 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
         from whispersg.console import stderr_console
         from whispersg.finetune.finalize import finalize
 
-        result = finalize(args.sources, args.output, args.test_size, args.seed, not args.keep_duplicates,
-                          args.max_seconds, args.tokenizer, progress=not args.quiet, overwrite=args.overwrite)
+        result = finalize(args.sources, args.output, args.test_size, args.seed, args.deduplicate,
+                          args.max_seconds, args.tokenizer, progress=not args.quiet, overwrite=args.overwrite,
+                          split_by=args.split_by)
         skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(result.skipped.items())) or "none"
         stderr_console().print(
-            f"saved {result.train} train + {result.test} test examples to {result.output} "
+            f"saved {result.train} train + {result.test} test examples (split by {result.split_by}) to {result.output} "
             f"({result.dataset_bytes / 1e6:.1f} MB, {result.size_ratio:.2f}× the audio); skipped: {skipped}", markup=False
         )
+        return 0
+
+    return _run(parser, argv, body)
+
+
+def original_recipe_main(argv: Optional[list[str]] = None) -> int:
+    from whispersg.finetune.recipe import COMMON_VOICE_SAMPLE, PART1_CHANNEL, PART2_CHANNEL
+
+    parser = argparse.ArgumentParser(
+        prog="original_recipe.py",
+        description=f"The original WhisperSG data: IMDA part 1 channel {PART1_CHANNEL} + part 2 channel {PART2_CHANNEL} "
+        "labelled with the prompts as written, and a Common Voice sample with its clean-up → OUTPUT/imda and "
+        "OUTPUT/common_voice (prepared datasets split by speaker), ready for train.py.",
+    )
+    parser.add_argument("--part1", help="the IMDA NSC PART1 folder (with DATA/CHANNEL2)")
+    parser.add_argument("--part2", help="the IMDA NSC PART2 folder (with DATA/CHANNEL0)")
+    parser.add_argument("--common_voice", help="a Common Voice language folder (validated.tsv + clips/)")
+    parser.add_argument("--common_voice_sample", type=int, default=COMMON_VOICE_SAMPLE,
+                        help="seeded random sample of Common Voice clips (default: %(default)s)")
+    parser.add_argument("--part3", help="also the IMDA PART3 conversations: not in the original, whose labels are "
+                        "lower case without punctuation, so only by choice")
+    parser.add_argument("--output_dir", "-o", required=True, help="folder for prep/ and the prepared datasets")
+    parser.add_argument("--test_size", type=float, default=0.2, help="held-out fraction, split by speaker (default: 0.2)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of sampling, de-duplication and split (default: 42)")
+    parser.add_argument("--overwrite", action="store_true", help="replace prepared datasets an earlier run wrote")
+    add_logging_arguments(parser)
+
+    def body(args: argparse.Namespace) -> int:
+        from whispersg.console import stderr_console
+        from whispersg.finetune.recipe import prepare_original_recipe
+
+        result = prepare_original_recipe(args.output_dir, args.part1, args.part2, args.common_voice,
+                                         args.common_voice_sample, args.part3, args.test_size, args.seed,
+                                         progress=not args.quiet, overwrite=args.overwrite)
+        console = stderr_console()
+        for name, summary in result.reads.items():
+            console.print(f"{name}: {summary}", markup=False)
+        for name, report in result.datasets.items():
+            console.print(f"{name}: {report.train} train + {report.test} test examples → {report.output}", markup=False)
+        console.print(f"next: {result.train_command()}", markup=False)
         return 0
 
     return _run(parser, argv, body)
@@ -197,9 +252,11 @@ def finalize_main(argv: Optional[list[str]] = None) -> int:
 _TRAINING_HELP = {
     "datasets": "prepared dataset folders (from finalize_data.py)",
     "output_dir": "folder for checkpoints, TensorBoard logs and the final model",
-    "weights": "sampling weight per dataset (e.g. 0.7 0.3); default: concatenate",
+    "weights": "share of each dataset in the training mix (e.g. 0.7 0.3; normalised to sum 1); without "
+               "--oversample no example repeats, so the source that runs out first limits the mix; default: concatenate",
+    "oversample": "with --weights, use every example of every dataset and repeat the smaller ones to keep the shares",
     "base_model": "Whisper checkpoint to start from: a local folder or a hub id in the local cache",
-    "language": "language of a multilingual base model (e.g. en); leave unset for .en models",
+    "language": "language of a multilingual base model, put in the labels' prefix (unset: en); not for .en models",
     "task": "transcribe or translate (multilingual base models)",
     "learning_rate": "peak learning rate",
     "warmup_steps": "linear warm-up steps",
@@ -214,7 +271,7 @@ _TRAINING_HELP = {
     "save_total_limit": "keep at most this many checkpoints (the best is always kept)",
     "logging_steps": "log loss every N updates",
     "generation_max_length": "longest generated transcript at evaluation (tokens)",
-    "max_eval_samples": "evaluate on at most this many test examples",
+    "max_eval_samples": "evaluate on at most this many (seeded random) test examples; 0 = all",
     "seed": "seed of shuffling, mixing and initialisation",
     "resume_from_checkpoint": "continue a run from a checkpoint folder, or 'latest'",
     "dataloader_num_workers": "processes decoding audio for the trainer",
@@ -259,10 +316,6 @@ def train_main(argv: Optional[list[str]] = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from whispersg.finetune.train import TrainingSettings, train
 
-        if args.allow_download:
-            from whispersg.offline import allow_downloads
-
-            allow_downloads()
         settings = TrainingSettings(**{spec.name: getattr(args, spec.name) for spec in fields(TrainingSettings)})
         metrics = train(settings)
         print(json.dumps(metrics, indent=2))
@@ -282,7 +335,14 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--data", required=True, help="prepared dataset folder or manifest .jsonl ({audio, text} per line)")
     parser.add_argument("--split", default="test", help="split of a prepared dataset (default: test)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    parser.add_argument("--language", default=None,
+                        help="language of multilingual models (Hugging Face checkpoints default to en, as in training; "
+                        "CTranslate2 models detect it)")
+    parser.add_argument("--task", default="transcribe", choices=("transcribe", "translate"),
+                        help="task of multilingual models (default: transcribe)")
     parser.add_argument("--output", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--allow_download", action="store_true",
+                        help="let transformers fetch hub ids (e.g. openai/whisper-small.en) (off: local cache only)")
     add_logging_arguments(parser)
 
     def body(args: argparse.Namespace) -> int:
@@ -290,7 +350,7 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
         from whispersg.writers import atomic_write_text
 
         utterances = load_test_data(args.data, args.split, args.limit)
-        results = [evaluate_model(model, utterances) for model in args.model]
+        results = [evaluate_model(model, utterances, args.language, args.task) for model in args.model]
         print(comparison_table(results))
         if args.output:
             rows = [{"model": r.model, "wer": r.wer, "utterances": r.utterances} for r in results]

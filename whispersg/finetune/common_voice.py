@@ -1,7 +1,9 @@
 """Reader for a Mozilla Common Voice release (``<split>.tsv`` + ``clips/``).
 
-Sentences are kept as written (mixed case, punctuation), which is what Whisper
-is trained to output.  The mp3 clips are used in place; ``finalize`` stores their
+Sentences keep their case and punctuation, which is what Whisper is trained to
+output; by default they get the original WhisperSG clean-up (``clean_sentence``:
+quotation marks removed, a final full stop added where no end mark is).
+The speaker is the row's ``client_id``.  The mp3 clips are used in place; ``finalize`` stores their
 bytes and training decodes them on the fly.
 """
 
@@ -18,6 +20,17 @@ from whispersg.finetune.interchange import Example, ReadReport
 
 logger = logging.getLogger(__name__)
 
+_QUOTES = str.maketrans("", "", '"\u201c\u201d\u201e\u00ab\u00bb')  # double quotation marks
+_END_MARKS = ".?!\u2026"
+
+
+def clean_sentence(text: str) -> str:
+    """The original recipe's Common Voice clean-up: double quotation marks out (apostrophes stay), a final full stop."""
+    text = " ".join(text.translate(_QUOTES).split())
+    if text and text[-1] not in _END_MARKS:
+        text = text.rstrip(",;:- ") + "."
+    return text
+
 
 def read_common_voice(
     corpus: str | Path,
@@ -26,6 +39,7 @@ def read_common_voice(
     seed: int = 0,
     min_up_votes: int = 0,
     max_down_votes: Optional[int] = None,
+    clean_text: bool = True,
 ) -> tuple[list[Example], ReadReport]:
     """Examples from ``<corpus>/<split>.tsv``, optionally vote-filtered and a seeded random sample of N."""
     corpus = Path(corpus)
@@ -46,6 +60,7 @@ def read_common_voice(
             raise DataError(f"{table}:1: header lacks column(s) {sorted(missing)}; is this a Common Voice TSV?")
         for number, row in enumerate(reader, start=2):
             text = " ".join((row.get("sentence") or "").split())
+            text = clean_sentence(text) if clean_text else text
             if not row.get("path") or not text:
                 report.skip("row without a clip or sentence")
                 continue
@@ -68,7 +83,9 @@ def read_common_voice(
             if not audio.is_file():
                 report.skip("clip file missing")
                 continue
-            examples.append(Example(Path(row["path"]).stem, str(audio.resolve()), text))
+            speaker = (row.get("client_id") or "").strip()
+            examples.append(Example(Path(row["path"]).stem, str(audio.resolve()), text,
+                                    f"common_voice/{speaker}" if speaker else None))
     if sample is not None and sample < len(examples):
         report.skip("not in the random sample", len(examples) - sample)
         examples = random.Random(seed).sample(examples, sample)

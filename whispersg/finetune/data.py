@@ -21,7 +21,7 @@ SAMPLING_RATE = 16000
 
 
 def load_prepared(path: str | Path):
-    """A DatasetDict written by ``finalize``, with audio left encoded (decoded by the collator)."""
+    """A DatasetDict written by ``finalize`` (a split may be absent: train-only or test-only data), audio left encoded."""
     import datasets
     from datasets import Audio
 
@@ -36,33 +36,55 @@ def load_prepared(path: str | Path):
     return prepared.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE, decode=False))
 
 
-def mix_datasets(paths: Sequence[str | Path], split: str, weights: Optional[Sequence[float]] = None, seed: int = 42):
-    """One dataset from the ``split`` of several prepared datasets.
-
-    With weights, examples are drawn from each source with those probabilities
-    (seeded) until every source is used up; without, sources are concatenated and shuffled.
-    """
-    from datasets import concatenate_datasets, interleave_datasets
-
+def prepared_splits(paths: Sequence[str | Path], split: str) -> list:
+    """The ``split`` of each prepared dataset that has one (train-only or test-only datasets are skipped for the other)."""
     if not paths:
         raise DataError("no prepared dataset given")
     parts = []
     for path in paths:
         prepared = load_prepared(path)
-        if split not in prepared:
-            raise DataError(f"{path}: has no {split!r} split (has {sorted(prepared)})")
-        parts.append(prepared[split].select_columns(["audio", "sentence"]))
-    if weights is None or len(parts) == 1:
-        return concatenate_datasets(parts).shuffle(seed=seed)
-    if len(weights) != len(parts) or any(w < 0 for w in weights) or not sum(weights):
-        raise DataError(f"need one non-negative weight per dataset ({len(parts)}), got {list(weights)}")
-    total = float(sum(weights))
-    return interleave_datasets(
-        [part.shuffle(seed=seed) for part in parts],
-        probabilities=[w / total for w in weights],
-        seed=seed,
-        stopping_strategy="all_exhausted",
-    )
+        if split in prepared and len(prepared[split]):
+            parts.append(prepared[split].select_columns(["audio", "sentence"]))
+        else:
+            logger.info("%s: no %r split; not used for %s", path, split, "training" if split == "train" else "evaluation")
+    return parts
+
+
+def mix_datasets(paths: Sequence[str | Path], split: str, weights: Optional[Sequence[float]] = None, seed: int = 42,
+                 oversample: bool = False):
+    """One dataset from the ``split`` of several prepared datasets (None when none has that split).
+
+    Without weights the sources are concatenated and shuffled.  A weight is a
+    source's share of the mix (weights are normalised to sum to 1).  By default no
+    example repeats: the mix is the largest one with those shares (the source that
+    runs out first limits it; the unused rest of the others is logged).  With
+    ``oversample``, every example of every source is used and the smaller shares are
+    filled by repeating examples (``interleave_datasets(stopping_strategy="all_exhausted")``).
+    """
+    from datasets import concatenate_datasets, interleave_datasets
+
+    parts = prepared_splits(paths, split)
+    if not parts:
+        return None
+    if weights is None or len(paths) == 1:
+        return concatenate_datasets(parts).shuffle(seed=seed, keep_in_memory=True)
+    if len(weights) != len(paths) or any(w < 0 for w in weights) or not sum(weights):
+        raise DataError(f"need one non-negative weight per dataset ({len(paths)}), got {list(weights)}")
+    if len(parts) != len(paths):
+        raise DataError(f"weights need a {split!r} split in every dataset; drop the weights or the test-only dataset")
+    shares = [w / float(sum(weights)) for w in weights]
+    shuffled = [part.shuffle(seed=seed, keep_in_memory=True) for part in parts]
+    if oversample:
+        return interleave_datasets(shuffled, probabilities=shares, seed=seed, stopping_strategy="all_exhausted")
+    total = min(len(part) / share for part, share in zip(shuffled, shares) if share > 0)
+    counts = [min(len(part), round(total * share)) for part, share in zip(shuffled, shares)]
+    for path, part, count in zip(paths, shuffled, counts):
+        if count < len(part):
+            logger.warning("%s: %d of %d %s examples used to keep the weights without repeats (--oversample repeats "
+                           "the smaller sources instead)", path, count, len(part), split)
+    mixed = concatenate_datasets([part.select(range(count), keep_in_memory=True)
+                                  for part, count in zip(shuffled, counts) if count])
+    return mixed.shuffle(seed=seed, keep_in_memory=True)
 
 
 def decode_row_audio(row: dict) -> Any:

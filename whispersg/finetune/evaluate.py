@@ -1,9 +1,10 @@
 """Word error rate of a model on prepared test data or a manifest, for before/after comparisons.
 
 A model is either a Hugging Face Whisper checkpoint (a training output or
-checkpoint folder: transcribed with ``transformers`` generate) or a
-CTranslate2 folder / model name (transcribed by ``WhisperSGPipeline``, exactly
-as ``whispersg`` would).  Test data is a prepared dataset's split or a JSON-lines
+checkpoint folder, or a hub id such as ``openai/whisper-small.en`` from the local
+cache: transcribed with ``transformers`` generate, clips over 30 s with its
+long-form decoding, as the pipeline transcribes whole clips) or a CTranslate2
+folder / model name (transcribed by ``WhisperSGPipeline``, exactly as ``whispersg`` would).  Test data is a prepared dataset's split or a JSON-lines
 manifest of ``{"audio": path, "text": reference}`` (paths relative to the manifest).
 """
 
@@ -74,29 +75,55 @@ def _prepared(path: Path, split: str) -> Iterator[Utterance]:
 
 
 def is_transformers_checkpoint(model: str | Path) -> bool:
+    """A local folder with ``config.json`` and safetensors weights, or a hub id that is not a CTranslate2 model.
+
+    Hub ids (``owner/name``) are Hugging Face checkpoints unless the local cache holds that repository as a
+    CTranslate2 conversion (``model.bin``); WhisperSG model names (``tiny.en``) and other folders are CTranslate2.
+    """
     folder = Path(model)
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    if folder.exists():
+        return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    name = str(model)
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return not isinstance(try_to_load_from_cache(name, "model.bin"), str)
 
 
-def transcribe_with_checkpoint(model: str | Path, utterances: list[Utterance], batch_size: int = 8, max_length: int = 225) -> list[str]:
-    """Greedy transcripts from a Hugging Face Whisper checkpoint (CPU or CUDA)."""
+LONG_FORM_SECONDS = 30.0  # Whisper's window: longer clips are decoded window by window
+
+
+def transcribe_with_checkpoint(model: str | Path, utterances: list[Utterance], batch_size: int = 8, max_length: int = 225,
+                               language: Optional[str] = None, task: str = "transcribe") -> list[str]:
+    """Greedy transcripts from a Hugging Face Whisper checkpoint (CPU or CUDA); clips over 30 s go through
+    transformers' sequential long-form generation (30 s windows moved by the predicted timestamps), not cut."""
     import torch
 
     from whispersg.finetune.train import load_base
 
-    whisper, processor = load_base(str(model))
+    whisper, processor = load_base(str(model), language, task)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     whisper.to(device).eval()
-    texts: list[str] = []
-    for start in range(0, len(utterances), batch_size):
-        batch = utterances[start : start + batch_size]
+    texts: dict[int, str] = {}
+    short = [i for i, u in enumerate(utterances) if len(u.samples) <= LONG_FORM_SECONDS * 16000]
+    for start in range(0, len(short), batch_size):
+        indices = short[start : start + batch_size]
         features = processor.feature_extractor(
-            [u.samples for u in batch], sampling_rate=16000, return_tensors="pt"
+            [utterances[i].samples for i in indices], sampling_rate=16000, return_tensors="pt"
         ).input_features.to(device)
         with torch.inference_mode():
             tokens = whisper.generate(features, max_new_tokens=max_length)
-        texts += [t.strip() for t in processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-    return texts
+        for index, text in zip(indices, processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+            texts[index] = text.strip()
+    for index in sorted(set(range(len(utterances))) - set(short)):
+        inputs = processor.feature_extractor(utterances[index].samples, sampling_rate=16000, return_tensors="pt",
+                                             truncation=False, padding="longest", return_attention_mask=True)
+        with torch.inference_mode():
+            tokens = whisper.generate(inputs.input_features.to(device), attention_mask=inputs.attention_mask.to(device),
+                                      return_timestamps=True, condition_on_prev_tokens=False)
+        texts[index] = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)[0].strip()
+    return [texts[i] for i in range(len(utterances))]
 
 
 def transcribe_with_pipeline(model: str, utterances: list[Utterance], **options) -> list[str]:
@@ -108,14 +135,17 @@ def transcribe_with_pipeline(model: str, utterances: list[Utterance], **options)
     return [transcript.text.strip() for transcript in pipeline.transcribe_all([u.samples for u in utterances])]
 
 
-def evaluate_model(model: str | Path, utterances: list[Utterance], **options) -> EvaluationResult:
-    """WER (Whisper English normaliser, offline ``evaluate`` metric) of one model on the utterances."""
+def evaluate_model(model: str | Path, utterances: list[Utterance], language: Optional[str] = None,
+                   task: str = "transcribe", **options) -> EvaluationResult:
+    """WER (Whisper English normaliser, offline ``evaluate`` metric) of one model on the utterances.
+
+    ``language``/``task`` matter for multilingual models (default: English, as in training)."""
     from whispersg.finetune.train import normalized_wer
 
     if is_transformers_checkpoint(model):
-        hypotheses = transcribe_with_checkpoint(model, utterances)
+        hypotheses = transcribe_with_checkpoint(model, utterances, language=language, task=task)
     else:
-        hypotheses = transcribe_with_pipeline(str(model), utterances, **options)
+        hypotheses = transcribe_with_pipeline(str(model), utterances, language=language, task=task, **options)
     wer = normalized_wer([u.reference for u in utterances], hypotheses)
     return EvaluationResult(str(model), wer, len(utterances), hypotheses)
 

@@ -32,6 +32,7 @@ PART3_MICS = {
     "ivr": ("Audio Separate IVR", "Scripts Separate"),
 }
 _SPEAKER_SUFFIX = re.compile(r"-\d+$")
+_SPEAKER_FOLDER = re.compile(r"SPEAKER\d+", re.IGNORECASE)
 # An utterance WAV is seconds long (16 kHz 16-bit mono: 32 KB a second); 100 MB is 50 minutes.
 MAX_MEMBER_BYTES = 100 * 1024 * 1024
 # Deflate shrinks speech WAVs about 1.1-3x; far beyond that (a 384 KB member of 210 MB) is a zip bomb, not audio.
@@ -99,6 +100,7 @@ class WaveIndex:
     def __init__(self, wave_dir: Path):
         self._members: dict[str, tuple[Path, str]] = {}
         self._files: dict[str, Path] = {}
+        self._speakers: dict[str, str] = {}
         for archive in sorted(wave_dir.rglob("*")):
             if archive.suffix.lower() == ".zip":
                 try:
@@ -106,10 +108,21 @@ class WaveIndex:
                         for member in opened.namelist():
                             if member.lower().endswith(".wav"):
                                 self._members[Path(member).stem.upper()] = (archive, member)
+                                self._note_speaker(Path(member).stem, (archive.stem, *Path(member).parts))
                 except (zipfile.BadZipFile, OSError) as error:
                     logger.warning("%s: not a readable zip (%s); its utterances are skipped", archive, error)
             elif archive.suffix.lower() == ".wav":
                 self._files[archive.stem.upper()] = archive
+                self._note_speaker(archive.stem, archive.relative_to(wave_dir).parts)
+
+    def _note_speaker(self, stem: str, parts: tuple[str, ...]) -> None:
+        """The SPEAKERnnnn zip or folder an utterance sits in names its speaker."""
+        speaker = next((part for part in parts if _SPEAKER_FOLDER.fullmatch(part)), None)
+        if speaker is not None:
+            self._speakers[stem.upper()] = speaker.upper()
+
+    def speaker(self, utterance_id: str) -> Optional[str]:
+        return self._speakers.get(utterance_id.upper())
 
     def __len__(self) -> int:
         return len(self._members) + len(self._files)
@@ -190,21 +203,25 @@ def read_part12(
     corpus: str | Path,
     output_dir: str | Path,
     channel: int,
-    transcript: str = "normalized",
+    transcript: str = "original",
     rules: CleaningRules = CleaningRules(),
     progress: bool = True,
 ) -> tuple[list[Example], ReadReport]:
     """Examples for every usable utterance of one channel of IMDA NSC part 1 or 2.
 
-    ``transcript`` picks the normalised line (lower case, annotation marks cleaned
-    by ``rules``) or the ``original`` prompt (mixed case, punctuation; prompts with
-    markup are skipped).
+    ``transcript`` picks the ``original`` prompt (the default: mixed case and
+    punctuation, what Whisper is trained to write; prompts with markup are skipped)
+    or the ``normalized`` line (lower case, annotation marks cleaned by ``rules``).
+    In both modes an utterance whose normalised line carries a drop marker
+    (``<UNK>``, ``<Z>``…: the speaker did not say the prompt clearly) is skipped.
+    Speakers come from the ``SPEAKERnnnn`` zips or folders, prefixed with the part folder's name.
     """
     from tqdm import tqdm
 
     if transcript not in ("normalized", "original"):
         raise DataError(f"transcript must be 'normalized' or 'original', not {transcript!r}")
     root = channel_dir(Path(corpus), channel)
+    part = Path(corpus).resolve().name
     waves = WaveIndex(root / "WAVE")
     if not len(waves):
         raise DataError(f"{root / 'WAVE'}: no WAV files or speaker zips found")
@@ -219,6 +236,9 @@ def read_part12(
                 report.skip("utterance id repeated")
                 continue
             seen.add(line.id)
+            if line.normalized is not None and any(marker in line.normalized for marker in rules.drop_markers):
+                report.skip("normalised line marks the speech unusable (" + "/".join(rules.drop_markers) + ")")
+                continue
             if transcript == "original":
                 text = None if has_markup(line.prompt) else " ".join(line.prompt.split()) or None
                 reason = "prompt with markup or empty"
@@ -236,7 +256,9 @@ def read_part12(
             if audio is None:
                 report.skip("no WAV for the utterance")
                 continue
-            examples.append(Example(line.id, str(audio), text))
+            # A SCRIPT file is one speaker-session (<speaker><session digit>.TXT) when no SPEAKER folder says.
+            speaker = waves.speaker(line.id) or f"SCRIPT{script.stem[:-1]}"
+            examples.append(Example(line.id, str(audio), text, f"{part}/{speaker}"))
     report.kept = len(examples)
     return examples, report
 
@@ -315,6 +337,7 @@ def read_part3(
         folders = ", ".join(repr(PART3_MICS[mic][0]) for mic in mics)
         raise DataError(f"{corpus}: none of the audio folders {folders} exists; pass the PART3 folder")
     clips_dir = Path(output_dir).resolve() / "audio"
+    part = corpus.resolve().name
     report = ReadReport()
     examples: list[Example] = []
     for mic in available:
@@ -350,6 +373,8 @@ def read_part3(
                 clip_id = f"{script.stem}-{index}-{mic}"
                 target = clips_dir / mic / f"{clip_id}.wav"
                 cut_clip(recording, max(0.0, start - padding), min(duration, end + padding), target)
-                examples.append(Example(clip_id, str(target), text))
+                # <conv>-<spk>.TextGrid: one speaker of one conversation (a boundary-mic clip holds both voices).
+                examples.append(Example(clip_id, str(target), text, f"{part}/{script.stem}",
+                                        f"{part}/{_SPEAKER_SUFFIX.sub('', script.stem)}"))
     report.kept = len(examples)
     return examples, report

@@ -4,6 +4,8 @@ Two UTF-8 files in one folder, same ids in the same order, one example per line:
 
 * ``audio_paths.txt``: ``<id>\\t<absolute path to the audio file>``
 * ``text.txt``: ``<id>\\t<transcript>``
+* ``speakers.txt`` (optional): ``<id>\\t<speaker>[\\t<conversation>]``, which ``finalize``
+  uses to de-duplicate within a speaker and to keep speakers and conversations on one side of the split
 
 Any corpus can be brought into the fine-tuning chain by writing these two files.
 """
@@ -13,12 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from whispersg.errors import DataError
 
 AUDIO_PATHS_FILE = "audio_paths.txt"
 TEXT_FILE = "text.txt"
+SPEAKERS_FILE = "speakers.txt"
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ class Example:
     id: str
     audio_path: str
     text: str
+    speaker: Optional[str] = None  # who speaks (unique across corpora), when the corpus says
+    conversation: Optional[str] = None  # the recording session it was cut from (conversational corpora)
 
 
 @dataclass
@@ -59,11 +64,17 @@ def write_interchange(folder: str | Path, examples: Iterable[Example]) -> int:
         if example.id in seen:
             raise DataError(f"{folder}: duplicate utterance id {example.id!r}; ids must be unique")
         seen.add(example.id)
-        for value, what in ((example.id, "id"), (example.audio_path, "audio path"), (example.text, "transcript")):
+        for value, what in ((example.id, "id"), (example.audio_path, "audio path"), (example.text, "transcript"),
+                            (example.speaker or "", "speaker"), (example.conversation or "", "conversation")):
             if "\t" in value or "\n" in value:
                 raise DataError(f"{folder}: the {what} of {example.id!r} contains a tab or newline")
     atomic_write_text(folder / AUDIO_PATHS_FILE, "".join(f"{e.id}\t{e.audio_path}\n" for e in examples))
     atomic_write_text(folder / TEXT_FILE, "".join(f"{e.id}\t{e.text}\n" for e in examples))
+    if any(e.speaker for e in examples):
+        atomic_write_text(folder / SPEAKERS_FILE, "".join(
+            f"{e.id}\t{e.speaker}" + (f"\t{e.conversation}" if e.conversation else "") + "\n" for e in examples if e.speaker))
+    else:
+        (folder / SPEAKERS_FILE).unlink(missing_ok=True)  # an earlier run's file would describe other examples
     return len(examples)
 
 
@@ -97,13 +108,15 @@ def read_interchange(folder: str | Path) -> tuple[list[Example], ReadReport]:
     folder = Path(folder)
     audio_paths = read_pairs(folder / AUDIO_PATHS_FILE)
     texts = read_pairs(folder / TEXT_FILE)
+    speakers = read_pairs(folder / SPEAKERS_FILE) if (folder / SPEAKERS_FILE).is_file() else {}
     report = ReadReport()
     examples = []
     for key, audio_path in audio_paths.items():
         if key not in texts:
             report.skip(f"id in {AUDIO_PATHS_FILE} without a transcript in {TEXT_FILE}")
             continue
-        examples.append(Example(key, audio_path, texts[key]))
+        speaker, _, conversation = speakers.get(key, "").partition("\t")
+        examples.append(Example(key, audio_path, texts[key], speaker.strip() or None, conversation.strip() or None))
     orphan_texts = len(set(texts) - set(audio_paths))
     if orphan_texts:
         report.skip(f"id in {TEXT_FILE} without audio in {AUDIO_PATHS_FILE}", orphan_texts)

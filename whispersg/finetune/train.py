@@ -5,6 +5,8 @@
 Adafactor, gradient checkpointing, fp16 on CUDA only, WER-selected best model).
 Every checkpoint folder is standalone: weights, tokenizer, feature extractor and
 generation config, so it can be evaluated, resumed or converted as it is.
+The same code runs on one process or under ``torchrun`` / ``accelerate launch``
+(PyTorch DDP): only the main process claims the output folder and writes files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from whispersg.errors import DataError, ModelError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "openai/whisper-small.en"
+DEFAULT_LANGUAGE = "en"  # of a multilingual base when --language is not given (WhisperSG transcribes English)
+DEFAULT_MAX_EVAL_SAMPLES = 500  # evaluation during training generates text: a capped, seeded sample keeps it minutes
 RUN_MARKER = "whispersg_train.json"  # marks an output folder a training run of ours wrote
 
 
@@ -30,8 +34,9 @@ class TrainingSettings:
     datasets: list[str]
     output_dir: str
     weights: Optional[list[float]] = None
+    oversample: bool = False  # with weights: repeat smaller sources instead of leaving larger ones partly unused
     base_model: str = DEFAULT_BASE_MODEL
-    language: Optional[str] = None  # multilingual base models only; ".en" models are English
+    language: Optional[str] = None  # multilingual base models only (default en); ".en" models are English
     task: str = "transcribe"
     learning_rate: float = 1e-5
     warmup_steps: int = 500
@@ -46,7 +51,7 @@ class TrainingSettings:
     save_total_limit: Optional[int] = 3
     logging_steps: int = 25
     generation_max_length: int = 225
-    max_eval_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = DEFAULT_MAX_EVAL_SAMPLES  # 0 or None: the whole test split
     seed: int = 42
     resume_from_checkpoint: Optional[str] = None  # a checkpoint folder, or "latest"
     dataloader_num_workers: int = 0
@@ -58,22 +63,38 @@ class TrainingSettings:
         return max(1, math.ceil(self.effective_batch_size / self.batch_size))
 
 
+def is_multilingual(model: Any) -> bool:
+    """English-only Whisper vocabularies have 51864 tokens; multilingual ones more."""
+    return int(model.config.vocab_size) > 51864
+
+
 def load_base(base_model: str, language: Optional[str] = None, task: str = "transcribe") -> tuple[Any, Any]:
-    """Model and processor of a Whisper checkpoint (local folder, or the local Hugging Face cache)."""
+    """Model and processor of a Whisper checkpoint (local folder, or the local Hugging Face cache).
+
+    For a multilingual model the tokenizer's prefix (``<|sot|><|lang|><|task|><|notimestamps|>``, which the
+    labels start with) and the generation config get ``language`` (default ``en``) and ``task``, so training
+    teaches the prompt that generation and the pipeline use; English-only models have no such tokens.
+    """
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     try:
         processor = WhisperProcessor.from_pretrained(base_model)
         model = WhisperForConditionalGeneration.from_pretrained(base_model, use_safetensors=_has_safetensors(base_model))
     except OSError as error:
-        raise ModelError(
-            f"{base_model}: cannot load a Whisper checkpoint ({str(error).splitlines()[0]}); pass a local "
-            "checkpoint folder, or add --allow_download on a connected machine to fetch it from the hub"
-        ) from error
-    if language is not None:
+        if not Path(base_model).exists():
+            raise ModelError(
+                f"{base_model}: not a local folder and not in the Hugging Face cache, so it needs a download; "
+                "rerun with --allow_download on a connected machine, or pass a local checkpoint folder"
+            ) from error
+        raise ModelError(f"{base_model}: cannot load a Whisper checkpoint ({str(error).splitlines()[0]})") from error
+    if is_multilingual(model):
+        language = language or DEFAULT_LANGUAGE
         processor.tokenizer.set_prefix_tokens(language=language, task=task)
         model.generation_config.language = language
         model.generation_config.task = task
+    elif language not in (None, "en", "english", "English") or task != "transcribe":
+        raise ModelError(f"{base_model}: an English-only model transcribes English; drop --language/--task "
+                         "or start from a multilingual model")
     model.generation_config.forced_decoder_ids = None
     model.config.forced_decoder_ids = None
     return model, processor
@@ -130,15 +151,19 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
 
     from whispersg.finetune.data import SpeechCollator, mix_datasets
 
-    claim_output_dir(settings)
+    train_set = mix_datasets(settings.datasets, "train", settings.weights, settings.seed, settings.oversample)
+    if train_set is None:
+        raise DataError("none of the prepared datasets has a train split; finalize one with --test_size below 1")
+    eval_set = mix_datasets(settings.datasets, "test", None, settings.seed)
+    if eval_set is not None and settings.max_eval_samples:
+        eval_set = eval_set.select(range(min(settings.max_eval_samples, len(eval_set))), keep_in_memory=True)
+    if eval_set is None:
+        logger.warning("no prepared dataset has a test split: training without evaluation, the last step is kept")
     if model is None or processor is None:
         model, processor = load_base(settings.base_model, settings.language, settings.task)
-    train_set = mix_datasets(settings.datasets, "train", settings.weights, settings.seed)
-    eval_set = mix_datasets(settings.datasets, "test", None, settings.seed)
-    if settings.max_eval_samples is not None:
-        eval_set = eval_set.select(range(min(settings.max_eval_samples, len(eval_set))))
-    if len(train_set) == 0 or len(eval_set) == 0:
-        raise DataError("the prepared datasets have an empty train or test split; prepare more data")
+    # Whisper's forward takes **kwargs, so the Trainer would assume it divides the loss by the accumulation
+    # count itself and skip its own division: logged loss and clipping would see N times the loss.
+    model.accepts_loss_kwargs = False
     model.config.use_cache = not settings.gradient_checkpointing
     metric = wer_metric()
     tokenizer = processor.tokenizer
@@ -154,9 +179,12 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
 
     class StandaloneCheckpoints(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            save_standalone(Path(args.output_dir) / f"checkpoint-{state.global_step}", processor, model)
+            if state.is_world_process_zero:  # the process that wrote the checkpoint
+                save_standalone(Path(args.output_dir) / f"checkpoint-{state.global_step}", processor, model)
 
     cuda = torch.cuda.is_available()
+    evaluating = eval_set is not None
+    checkpointing = _checkpointing_argument(Seq2SeqTrainingArguments)
     arguments = Seq2SeqTrainingArguments(
         output_dir=settings.output_dir,
         per_device_train_batch_size=settings.batch_size,
@@ -167,10 +195,12 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         num_train_epochs=settings.num_train_epochs,
         max_steps=settings.max_steps,
         optim=settings.optim,
-        **{_checkpointing_argument(Seq2SeqTrainingArguments): settings.gradient_checkpointing},
+        **{checkpointing: settings.gradient_checkpointing,
+           # Non-reentrant checkpointing: what DDP needs, harmless on one process.
+           f"{checkpointing}_kwargs": {"use_reentrant": False}},
         fp16=cuda,
         use_cpu=not cuda,
-        eval_strategy="steps",
+        eval_strategy="steps" if evaluating else "no",
         eval_steps=settings.eval_steps,
         save_strategy="steps",
         save_steps=settings.save_steps,
@@ -178,7 +208,7 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         logging_steps=settings.logging_steps,
         predict_with_generate=True,
         generation_max_length=settings.generation_max_length,
-        load_best_model_at_end=True,
+        load_best_model_at_end=evaluating,
         metric_for_best_model="wer",
         greater_is_better=False,
         report_to=settings.report_to,
@@ -187,7 +217,12 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         remove_unused_columns=False,  # the collator needs the raw audio and sentence columns
         label_names=["labels"],
         dataloader_num_workers=settings.dataloader_num_workers,
+        ddp_find_unused_parameters=False,  # every parameter gets a gradient; the search would cost a pass
     )
+    # Under torchrun the arguments above set up the process group; only the main process claims the folder.
+    with arguments.main_process_first(local=False, desc="claiming the output folder"):
+        if arguments.process_index == 0:
+            claim_output_dir(settings)
     return Seq2SeqTrainer(
         model=model,
         args=arguments,
@@ -242,8 +277,10 @@ def run_training(trainer, settings: TrainingSettings) -> dict:
         raise DataError(f"{resume}: no such checkpoint folder")
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
-    save_standalone(settings.output_dir, trainer.processing_class, trainer.model)
+    if trainer.is_world_process_zero():
+        save_standalone(settings.output_dir, trainer.processing_class, trainer.model)
     metrics = dict(result.metrics)
-    metrics.update(trainer.evaluate())
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())  # every process takes part (the evaluation is sharded)
     trainer.save_metrics("all", metrics)
     return metrics
