@@ -191,7 +191,7 @@ def generation_settings(tokens: WhisperTokens, ct2_config: dict, max_length: int
     language and put a language token into a prompt that .en models never saw.
     """
     settings: dict[str, Any] = {
-        "bos_token_id": tokens.sot if not tokens.multilingual else tokens.eot,
+        "bos_token_id": tokens.eot,  # the tokenizer's bos token; Whisper starts decoding at decoder_start_token_id
         "decoder_start_token_id": tokens.sot,
         "eos_token_id": tokens.eot,
         "pad_token_id": tokens.eot,
