@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from whispersg.errors import ModelError, NetworkError, OptionError, missing_extra
 from whispersg.offline import allow_downloads
@@ -259,8 +259,14 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return fallback
 
 
-def download_model(name: str, store: Optional[Path] = None, token: Optional[str] = None, force: bool = False) -> Path:
-    """Fetch a CTranslate2 model from the Hugging Face Hub into the store (the only network path)."""
+def download_model(name: str, store: Optional[Path] = None, token: Optional[str] = None, force: bool = False,
+                   fetch: Optional[Callable[[str, Path, Optional[str]], None]] = None) -> Path:
+    """Fetch a model from the Hugging Face Hub into the store (the only network path).
+
+    A hub repository may hold a CTranslate2 folder or a transformers Whisper checkpoint; the latter is converted
+    to CTranslate2 (float16) after the download, so either works as a model.  ``fetch(repo_id, folder, token)``
+    fills ``folder`` (default: ``huggingface_hub.snapshot_download``; tests pass a local copier).
+    """
     if name not in HUB_REPOS and "/" not in name:
         raise OptionError(f"unknown model '{name}'; choose one of {', '.join(sorted(HUB_REPOS))} or a hub id owner/name")
     repo_id = HUB_REPOS.get(name, name)
@@ -270,24 +276,51 @@ def download_model(name: str, store: Optional[Path] = None, token: Optional[str]
         logger.info("%s is already in %s", name, target)
         return target
     check_output_folder(target, MODEL_WEIGHTS, True, "model", "--force")  # a folder of other files is never replaced
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")  # kept after a failed download, which resumes into it
+    (fetch or _hub_snapshot)(repo_id, partial, token)
+    if is_model_folder(partial):
+        remove_replaced_folder(target, MODEL_WEIGHTS)
+        partial.rename(target)
+    elif is_transformers_checkpoint(partial):
+        logger.info("%s holds a transformers checkpoint; converting it to CTranslate2", repo_id)
+        # float16 keeps the checkpoint's accuracy; on CPU it is quantised to int8 when loaded, as hub models are.
+        convert_checkpoint(partial, target, quantization="float16", force=True)
+        shutil.rmtree(partial)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelError(f"{repo_id} holds neither a CTranslate2 model ({MODEL_WEIGHTS} + config.json) nor a "
+                         "transformers Whisper checkpoint (config.json + model.safetensors); check the model name")
+    return target
 
+
+def is_transformers_checkpoint(path: Path) -> bool:
+    """A Hugging Face ``WhisperForConditionalGeneration`` folder (config.json naming it, and safetensors weights)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    architectures = (config.get("architectures") or []) if isinstance(config, dict) else []
+    return "WhisperForConditionalGeneration" in architectures and any(path.glob("*.safetensors"))
+
+
+def _hub_snapshot(repo_id: str, folder: Path, token: Optional[str]) -> None:
     allow_downloads()
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(DOWNLOAD_TIMEOUT_S)))
     _require_network()
     import huggingface_hub
-    partial = target.with_name(target.name + ".partial")
+
     try:
         huggingface_hub.snapshot_download(
             repo_id,
-            local_dir=partial,
+            local_dir=folder,
             allow_patterns=["*.bin", "*.json", "*.txt", "*.safetensors"],
             token=token,
         )
     except Exception as error:  # hub errors come in many types; all mean the same to the user
         raise NetworkError(f"download of {repo_id} failed ({str(error).splitlines()[0]}); check the network and retry") from error
-    remove_replaced_folder(target, MODEL_WEIGHTS)
-    partial.rename(target)
-    return target
 
 
 def _require_network() -> None:
@@ -309,6 +342,7 @@ def _require_network() -> None:
 
 
 CONVERT_QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
+EXPORT_FORMATS = ("transformers",)  # `whispersg models export` (whispersg.finetune.export): CTranslate2 → these
 
 
 def convert_checkpoint(checkpoint: str | Path, output: str | Path, quantization: str = "int8", force: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""`whispersg models list|download|path`: inspect and fill the local model store."""
+"""`whispersg models list|download|path|convert|export`: inspect and fill the local model store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from whispersg.console import stderr_console
 from whispersg.models import (
     BUILTIN_MODEL,
     CONVERT_QUANTIZATIONS,
+    EXPORT_FORMATS,
     HUB_REPOS,
     builtin_model_path,
     convert_checkpoint,
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--output", "-o", default=None, help="output folder (default: <store>/<checkpoint name>-ct2)")
     convert.add_argument("--quantization", default="int8", choices=CONVERT_QUANTIZATIONS, help="weight type of the converted model (default: int8)")
     convert.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    export = sub.add_parser("export", help="rebuild a Hugging Face transformers checkpoint from a CTranslate2 model "
+                                           "(to fine-tune it further)")
+    export.add_argument("model", help="model name (e.g. tiny.en) or CTranslate2 model folder")
+    export.add_argument("--format", default="transformers", choices=EXPORT_FORMATS,
+                        help="checkpoint format (default: transformers: WhisperForConditionalGeneration + processor)")
+    export.add_argument("--output", "-o", required=True, help="output folder (new or empty; an earlier export with --force)")
+    export.add_argument("--force", action="store_true", help="replace an earlier export in the output folder")
     return parser
 
 
@@ -50,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0
     store = Path(args.model_dir) if args.model_dir else None
-    commands = {"list": _list, "download": _download, "path": _path, "convert": _convert}
+    commands = {"list": _list, "download": _download, "path": _path, "convert": _convert, "export": _export}
     return run_main(lambda: commands[args.command](args, store), debug=wants_debug(argv or []))
 
 
@@ -102,5 +110,19 @@ def _convert(args: argparse.Namespace, store: Optional[Path]) -> int:
     with stderr_console().status(f"converting {escape(str(checkpoint))} to CTranslate2 ({args.quantization})…"):
         target = convert_checkpoint(checkpoint, output, args.quantization, force=args.force)
     stderr_console().print(f"converted; transcribe with: whispersg --model {target} FILE", markup=False)
+    print(target)
+    return 0
+
+
+def _export(args: argparse.Namespace, store: Optional[Path]) -> int:
+    from rich.markup import escape
+
+    from whispersg.finetune.export import export_transformers
+
+    model = resolve_model(args.model, store)
+    with stderr_console().status(f"exporting {escape(str(model.path))} to {args.format}…"):
+        target = export_transformers(model.path, Path(args.output), force=args.force)
+    stderr_console().print(f"exported; fine-tune it with: python finetuning/train.py --base_model {target} …",
+                           markup=False)
     print(target)
     return 0
