@@ -14,6 +14,7 @@ interim, forced, chunk end), with each minute's interim spacing and share of tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -35,29 +36,23 @@ sys.path.insert(0, str(HERE.parent))
 
 from whispersg import WhisperSGPipeline  # noqa: E402
 from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from whispersg.cli.live import add_live_settings_arguments, live_settings_from_args  # noqa: E402
+from whispersg.errors import OptionError  # noqa: E402
+from whispersg.live.latency import LatencyRecorder, LiveObserver  # noqa: E402
 from whispersg.live.sources import FileSource  # noqa: E402
-from whispersg.live.transcriber import LiveSettings, LiveTranscriber  # noqa: E402
+from whispersg.live.transcriber import LiveTranscriber  # noqa: E402
 from whispersg.metrics import corpus_wer  # noqa: E402
 
 
-class DecodeLog:
-    """The pipeline as the live transcriber sees it, recording every decode: when it began
-    (``time.monotonic``), how long it took, how much audio it read and what it was for."""
+class DecodeLog(LiveObserver):
+    """Every decode the live transcriber makes: when it began (``time.monotonic``), how long it took,
+    how much audio it read and what it was for."""
 
-    def __init__(self, pipeline) -> None:
-        self.pipeline = pipeline
-        self.transcriber = None  # set once built: it says what each decode is for
+    def __init__(self) -> None:
         self.decodes: list[tuple[float, float, float, str]] = []  # began, seconds, audio seconds, kind
 
-    def __getattr__(self, name: str):
-        return getattr(self.pipeline, name)
-
-    def transcribe(self, audio, **options):
-        began = time.monotonic()
-        result = self.pipeline.transcribe(audio, **options)
-        kind = self.transcriber.decoding if self.transcriber is not None else "interim"
-        self.decodes.append((began, time.monotonic() - began, len(audio) / SAMPLE_RATE, kind))
-        return result
+    def decoded(self, request, began: float, seconds: float) -> None:
+        self.decodes.append((began, seconds, request.seconds, str(request.kind)))
 
     def summary(self, started_at: Optional[float], speed: float, minutes: int) -> dict:
         """Per kind: count, median seconds and audio seconds; per minute of session time (real-time
@@ -180,20 +175,16 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time; 0 = as fast as possible, WER only)")
-    parser.add_argument("--soft_chunk_limit", type=float, default=LiveSettings.soft_chunk_limit)
-    parser.add_argument("--silence_duration", type=float, default=LiveSettings.silence_duration)
-    parser.add_argument("--hard_chunk_limit", type=float, default=LiveSettings.hard_chunk_limit)
-    parser.add_argument("--max_commit_delay", type=float, default=LiveSettings.max_commit_delay,
-                        help="whispersg_live's --max_commit_delay; 0 = off (default %(default)s)")
-    parser.add_argument("--context_chars", type=int, default=LiveSettings.context_chars,
-                        help="committed characters given as the prompt of each decode (0: none)")
-    parser.add_argument("--context_seconds", type=float, default=LiveSettings.context_seconds,
-                        help="audio of the last committed chunks each decode hears with the open chunk (0: none)")
+    add_live_settings_arguments(parser.add_argument_group("live settings (whispersg_live's flags)"))
     parser.add_argument("--lockstep", action="store_true",
                         help="replay in lockstep (every interim runs; latencies in stream time, computing time "
                              "left out): repeatable WER and algorithmic latency on any machine")
     parser.add_argument("--tag", default=None, help="suffix of the result files")
     args = parser.parse_args()
+    try:
+        settings = live_settings_from_args(args)  # refused before anything is loaded, as whispersg_live does
+    except OptionError as error:
+        parser.error(str(error))
 
     stream, reference, period = build_stream(Path(args.manifest), args.minutes)
     pipeline = WhisperSGPipeline(model=args.model, threads=args.threads)
@@ -220,18 +211,14 @@ def main() -> None:
                     cpu.append((time.monotonic() - source.started_at, *cpu_seconds()))
 
         threading.Thread(target=sample_memory, daemon=True).start()
-        settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
-                                silence_duration=args.silence_duration, max_commit_delay=args.max_commit_delay,
-                                context_chars=args.context_chars, context_seconds=args.context_seconds)
         source = FileSource(path, speed=0, lockstep=True) if args.lockstep else FileSource(path, speed=args.speed)
-        decode_log = DecodeLog(pipeline)
-        transcriber = LiveTranscriber(decode_log, source, settings)
-        decode_log.transcriber = transcriber
+        decode_log, latency = DecodeLog(), LatencyRecorder()
+        transcriber = LiveTranscriber(pipeline, source, settings, observers=[decode_log, latency])
         if not args.lockstep:
             threading.Thread(target=sample_cpu, daemon=True).start()
         transcript = transcriber.run()
         stop.set()
-    timings = transcriber.state.timings
+    timings = latency.timings
     shown = [t.shown - t.end for t in timings]
     committed = [t.committed - t.end for t in timings]
     per_minute = {}
@@ -247,9 +234,7 @@ def main() -> None:
     results = {
         "date": dt.date.today().isoformat(), "machine": platform.node(), "minutes": len(stream) / SAMPLE_RATE / 60,
         "model": pipeline.model_name, "threads": args.threads, "words": len(timings), "speed": args.speed,
-        "soft_chunk_limit": args.soft_chunk_limit, "hard_chunk_limit": args.hard_chunk_limit,
-        "silence_duration": args.silence_duration, "max_commit_delay": args.max_commit_delay, "lockstep": args.lockstep,
-        "context_chars": args.context_chars, "context_seconds": args.context_seconds,
+        **dataclasses.asdict(settings), "lockstep": args.lockstep,
         "shown_median_s": statistics.median(shown) if shown else None, "shown_p95_s": percentile(shown, 95),
         "committed_median_s": overall, "committed_p95_s": percentile(committed, 95),
         "committed_early_fraction": sum(t.early for t in timings) / len(timings) if timings else 0.0,
@@ -278,7 +263,7 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Live benchmark · {results['minutes']:.1f} min stream · {results['model']} · {args.threads} threads · {results['date']}"
-        f" · max_commit_delay {args.max_commit_delay or 'off'} · context {args.context_chars} chars, {args.context_seconds:g} s of audio" + (" · lockstep (stream time)" if args.lockstep else ""),
+        f" · max_commit_delay {settings.max_commit_delay or 'off'} · context {settings.context_chars} chars, {settings.context_seconds:g} s of audio" + (" · lockstep (stream time)" if args.lockstep else ""),
         "",
         "| metric | value |", "|---|---|",
         f"| word first shown after it ends: median / p95 | {results['shown_median_s']:.2f} s / {results['shown_p95_s']:.2f} s |",

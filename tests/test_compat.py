@@ -16,11 +16,11 @@ import pytest
 
 from whispersg import Segment, Transcript, Word, WhisperSGPipeline
 from whispersg.cli.common import options_from_args
-from whispersg.cli.live import build_parser as build_live_parser
+from whispersg.cli.live import build_parser as build_live_parser, live_settings_from_args
 from whispersg.cli.transcribe import build_parser
 from whispersg.errors import AudioError, OptionError
 from whispersg.languages import LANGUAGES, language_code
-from whispersg.live.transcriber import LiveSettings
+from whispersg.live.settings import LiveSettings
 
 from .conftest import DEMO_WAV, REPO, whispersg_command
 from .test_live import run_segmenter
@@ -146,7 +146,9 @@ def test_live_parser_takes_the_original_flags():
     args = build_live_parser().parse_args(["--mic_id", "1", "--soft_chunk_limit", "-1", "--hard_chunk_limit", "100",
                                            "--silence_duration", "0.1", "--silence_threshold", "50",
                                            "--task", "transcribe", "--language", "Chinese", "--model", "small"])
-    assert (args.soft_chunk_limit, args.hard_chunk_limit, args.silence_threshold) == (-1, 100, 50)
+    settings = live_settings_from_args(args)
+    assert (settings.soft_chunk_limit, settings.hard_chunk_limit, settings.silence_duration) == (None, 30, 0.1)
+    assert args.silence_threshold == 50
     assert options_from_args(args).language == "zh"
 
 

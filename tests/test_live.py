@@ -10,23 +10,40 @@ import subprocess
 import sys
 import time
 import wave
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
 from whispersg.audio import SAMPLE_RATE, load_audio
+from whispersg.live.clock import StreamClock
+from whispersg.live.decoder import DecodeKind, DecodeRequest, PipelineDecoder
+from whispersg.live.latency import LatencyRecorder, LiveObserver
+from whispersg.live.policy import Commit, CommitKind, CommitPolicy
 from whispersg.live.segmenter import ChunkSegmenter
+from whispersg.live.settings import LiveSettings
 from whispersg.live.sources import FileSource, StdinSource
-from whispersg.live.transcriber import (AGREE_RIGHT_CONTEXT, DENSE_SHORTENING, DENSE_WINDOW, FORCE_RIGHT_CONTEXT,
-                                        LiveSettings, TOKEN_SLACK, TOKENS_PER_SECOND, LiveTranscriber, WordTiming,
-                                        commit_delay)
+from whispersg.live.transcriber import LiveTranscriber
 from whispersg.metrics import corpus_wer
+from whispersg.options import PipelineOptions
+from whispersg.types import Segment, Word
 
 from .conftest import DEMO_WAV, REPO, Watched, demo_reference
 
 # Live WER on the demo call, replayed as fast as possible: above the offline pipeline's, as on this
 # 30 s call one hard cut lands in overlapping speech (docs/decisions.md#test-bounds).
 LIVE_DEMO_WER_BOUND = 0.18
+POLICY = CommitPolicy()
+
+
+class DecodesSeen(LiveObserver):
+    """What each decode the transcriber made was for, in order."""
+
+    def __init__(self) -> None:
+        self.kinds: list[DecodeKind] = []
+
+    def decoded(self, request, began, seconds) -> None:
+        self.kinds.append(request.kind)
 
 
 def run_segmenter(audio: np.ndarray, **settings) -> list:
@@ -70,14 +87,16 @@ def test_soft_limit_cuts_at_a_pause():
 @pytest.mark.quality
 def test_file_source_live_transcript(pipeline):
     committed = []
-    transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0), LiveSettings(), on_commit=committed.extend)
+    latency = LatencyRecorder()
+    transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0), LiveSettings(), on_commit=committed.extend,
+                                  observers=[latency])
     transcript = transcriber.run()
     assert [s.text for s in transcript.segments] == [s.text for s in committed]
     wer = corpus_wer([demo_reference()], [transcript.text])
     assert wer <= LIVE_DEMO_WER_BOUND, (wer, transcript.text)
     starts = [s.start for s in transcript.segments]
     assert starts == sorted(starts) and 6.0 < starts[0] < 8.0  # session times, not chunk times
-    assert len(transcriber.state.timings) == len(transcript.words)
+    assert len(latency.timings) == len(transcript.words)
 
 
 @pytest.mark.slow
@@ -90,16 +109,17 @@ def test_words_settled_early_are_never_rewritten(pipeline):
     def on_update(state) -> None:
         shown_committed.append(" ".join([*(s.text for s in state.committed), state.settled]).split())
 
+    latency = LatencyRecorder()
     transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), LiveSettings(),
-                                  on_update=on_update)
+                                  on_update=on_update, observers=[latency])
     transcript = transcriber.run()
     final = " ".join(s.text for s in transcript.segments).split()
     for shown in shown_committed:
         assert final[: len(shown)] == shown, (shown, final)
-    early = sum(t.early for t in transcriber.state.timings)
+    early = sum(t.early for t in latency.timings)
     # In lockstep every interim runs; the low-confidence rest waits for the chunk's beam-search
     # decode (docs/decisions.md#test-bounds).
-    assert early >= len(transcriber.state.timings) // 2, (early, len(transcriber.state.timings))
+    assert early >= len(latency.timings) // 2, (early, len(latency.timings))
     assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
 
 
@@ -109,25 +129,16 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     with the delay off unsure words wait for their chunk's end; with --max_commit_delay they are
     committed about that long after they end."""
     delay = 2.0
-
-    decodes: list[str] = []
-
-    class RecordingPipeline:  # the real pipeline; notes what each decode was for
-        options = pipeline.options
-        transcriber = None  # set once built: it says what each decode is for
-
-        def transcribe(self, audio, **options):
-            decodes.append(self.transcriber.decoding)
-            return pipeline.transcribe(audio, **options)
+    decodes: list[DecodeKind] = []
 
     def waits(settings: LiveSettings) -> tuple[list[float], str, dict[str, list[float]]]:
-        decodes.clear()
-        recording = RecordingPipeline()
-        transcriber = LiveTranscriber(recording, FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
-        recording.transcriber = transcriber
+        seen, latency = DecodesSeen(), LatencyRecorder()
+        transcriber = LiveTranscriber(pipeline, FileSource(DEMO_WAV, speed=0, lockstep=True), settings,
+                                      observers=[seen, latency])
         transcript = transcriber.run()
+        decodes[:] = seen.kinds
         by_kind: dict[str, list[float]] = {}
-        for t in transcriber.state.timings:
+        for t in latency.timings:
             by_kind.setdefault(t.how, []).append(t.committed - t.end)
         return [wait for values in by_kind.values() for wait in values], transcript.text, by_kind
 
@@ -135,15 +146,15 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
     bounded_waits, text, bounded_kinds = waits(LiveSettings(max_commit_delay=delay))
     # Each word says how it was committed; only the delay forces words.
     assert set(unbounded_kinds) == {"agreed", "chunk"} and set(bounded_kinds) == {"agreed", "forced", "chunk"}
-    # A forced word always had FORCE_RIGHT_CONTEXT of audio after it (in lockstep it is committed when
+    # A forced word always had force_right_context of audio after it (in lockstep it is committed when
     # the audio so far ends).
-    assert min(bounded_kinds["forced"]) >= FORCE_RIGHT_CONTEXT - 0.01, sorted(bounded_kinds["forced"])
-    # Agreed words wait until an interim heard AGREE_RIGHT_CONTEXT after them (a forced decode that
-    # comes first settles them with its FORCE_RIGHT_CONTEXT).
-    assert min(unbounded_kinds["agreed"]) >= AGREE_RIGHT_CONTEXT - 0.01, sorted(unbounded_kinds["agreed"])
-    assert min(bounded_kinds["agreed"]) >= min(AGREE_RIGHT_CONTEXT, FORCE_RIGHT_CONTEXT) - 0.01
+    assert min(bounded_kinds["forced"]) >= POLICY.force_right_context - 0.01, sorted(bounded_kinds["forced"])
+    # Agreed words wait until an interim heard agree_right_context after them (a forced decode that
+    # comes first settles them with its force_right_context).
+    assert min(unbounded_kinds["agreed"]) >= POLICY.agree_right_context - 0.01, sorted(unbounded_kinds["agreed"])
+    assert min(bounded_kinds["agreed"]) >= min(POLICY.agree_right_context, POLICY.force_right_context) - 0.01
     # A greedy interim always comes between two forced decodes.
-    assert "forced" in decodes and not any(a == b == "forced" for a, b in zip(decodes, decodes[1:])), decodes
+    assert DecodeKind.FORCED in decodes and not any(a == b == DecodeKind.FORCED for a, b in zip(decodes, decodes[1:])), decodes
     # A word is forced at the first interim (every 0.5 s) after the oldest unsure one is `delay` old;
     # a hypothesis that moves its words can keep one for the chunk's end, hence 10% leeway
     # (docs/decisions.md#test-bounds).
@@ -155,23 +166,88 @@ def test_max_commit_delay_bounds_how_long_words_wait(pipeline):
 
 def test_dense_speech_forces_words_sooner():
     """Where a third or more of the recently committed words had to be forced, the next ones are
-    forced DENSE_SHORTENING sooner; older commits and a delay near the right context do not count."""
-    def committed(hows: str, until: float) -> list[WordTiming]:
+    forced dense_shortening sooner; older commits and a delay near the right context do not count."""
+    def committed(hows: str, until: float) -> list[Commit]:
         # One word a second up to `until`: a = agreed, f = forced, c = chunk.
-        kinds = {"a": "agreed", "f": "forced", "c": "chunk"}
+        kinds = {"a": CommitKind.AGREED, "f": CommitKind.FORCED, "c": CommitKind.CHUNK}
         start = until - len(hows) + 1
-        return [WordTiming("w", start + i - 1.5, start + i - 1.0, start + i, kinds[h]) for i, h in enumerate(hows)]
+        return [Commit(start + i, kinds[h]) for i, h in enumerate(hows)]
 
     now = 100.0
+    commit_delay = POLICY.commit_delay
     assert commit_delay(2.0, [], now) == 2.0
     assert commit_delay(None, committed("ffff", now), now) is None
     assert commit_delay(2.0, committed("aafcaacfa", now), now) == 2.0  # 2 of 9 forced
-    assert commit_delay(2.0, committed("afcfaf", now), now) == 2.0 - DENSE_SHORTENING  # 3 of 6
+    assert commit_delay(2.0, committed("afcfaf", now), now) == 2.0 - POLICY.dense_shortening  # 3 of 6
     # Forced words committed before the window do not make the speech dense now.
-    old_then_easy = committed("ffffffff", now - DENSE_WINDOW - 1) + committed("aac", now)
+    old_then_easy = committed("ffffffff", now - POLICY.dense_window - 1) + committed("aac", now)
     assert commit_delay(2.0, old_then_easy, now) == 2.0
-    assert commit_delay(FORCE_RIGHT_CONTEXT + 0.1, committed("ff", now), now) == FORCE_RIGHT_CONTEXT
-    assert commit_delay(FORCE_RIGHT_CONTEXT / 2, [], now) == FORCE_RIGHT_CONTEXT  # a forced word needs that audio
+    right_context = POLICY.force_right_context
+    assert commit_delay(right_context + 0.1, committed("ff", now), now) == right_context
+    assert commit_delay(right_context / 2, [], now) == right_context  # a forced word needs that audio
+
+
+def test_forced_decodes_never_follow_each_other():
+    """A word is forced once the oldest one not agreed on is `delay` old, but never by two forced decodes
+    in a row (docs/decisions.md#live-no-two-forced-decodes-in-a-row); no delay, or nothing unsure, forces nothing."""
+    assert POLICY.should_force(2.0, oldest_unagreed_end=3.0, audio_end=5.0, last_kind=DecodeKind.INTERIM)
+    assert POLICY.should_force(2.0, oldest_unagreed_end=3.0, audio_end=5.0, last_kind=DecodeKind.CHUNK)
+    assert not POLICY.should_force(2.0, oldest_unagreed_end=3.0, audio_end=5.0, last_kind=DecodeKind.FORCED)
+    assert not POLICY.should_force(2.0, oldest_unagreed_end=3.0, audio_end=4.9, last_kind=DecodeKind.INTERIM)
+    assert not POLICY.should_force(None, oldest_unagreed_end=3.0, audio_end=9.0, last_kind=None)
+    assert not POLICY.should_force(2.0, oldest_unagreed_end=None, audio_end=9.0, last_kind=None)
+
+
+def test_interims_are_spaced_by_what_they_cost():
+    """At least interim_interval of new audio between interims, more when the last one cost more than
+    1/interim_duty of it; none while behind or before speech."""
+    half = int(POLICY.interim_interval * SAMPLE_RATE)
+    assert POLICY.interim_due(half, last_interim_cost=0.1, behind=False, has_speech=True)
+    assert not POLICY.interim_due(half - 1, last_interim_cost=0.1, behind=False, has_speech=True)
+    slow = 0.4  # stream seconds: spacing interim_duty × 0.4 s
+    assert not POLICY.interim_due(half, last_interim_cost=slow, behind=False, has_speech=True)
+    assert POLICY.interim_due(int(POLICY.interim_duty * slow * SAMPLE_RATE), slow, behind=False, has_speech=True)
+    assert not POLICY.interim_due(10 * half, 0.1, behind=True, has_speech=True)
+    assert not POLICY.interim_due(10 * half, 0.1, behind=False, has_speech=False)
+
+
+class ScriptedDecoder:
+    """A decoder without a model: a word every 0.4 s of the new audio (after the context it was given),
+    every third one too unsure to agree on, so interims agree on some words and others must be forced."""
+
+    options = PipelineOptions()
+
+    def decode(self, request: DecodeRequest) -> list[Segment]:
+        new = request.seconds - request.context_seconds
+        words = [Word(f"w{i}", request.context_seconds + 0.4 * i + 0.05, request.context_seconds + 0.4 * i + 0.35,
+                      0.3 if i % 3 == 2 else 0.9) for i in range(int(new / 0.4))]
+        if not words:
+            return []
+        return [Segment(words[0].start, words[-1].end, " ".join(w.word for w in words), words,
+                        avg_logprob=-0.1, compression_ratio=1.0)]
+
+
+class LaterClock(StreamClock):
+    """Stream time plus 100 s: the loop must read session time only from the clock it is given."""
+
+    def now(self, stream_seconds: float) -> float:
+        return stream_seconds + 100.0
+
+
+def test_the_loop_runs_on_an_injected_decoder_and_clock():
+    seen, latency = DecodesSeen(), LatencyRecorder()
+    transcriber = LiveTranscriber(ScriptedDecoder(), FileSource(DEMO_WAV, speed=0, lockstep=True), LiveSettings(),
+                                  observers=[seen, latency], clock=LaterClock())
+    transcript = transcriber.run()
+    assert len(latency.timings) == len(transcript.words) > 0
+    assert {t.how for t in latency.timings} == set(CommitKind)
+    assert all(t.committed >= 100.0 for t in latency.timings)
+    waits = {how: [t.committed - 100.0 - t.end for t in latency.timings if t.how is how] for how in CommitKind}
+    assert min(waits[CommitKind.FORCED]) >= POLICY.force_right_context - 0.01
+    assert min(waits[CommitKind.AGREED]) >= POLICY.agree_right_context - 0.01
+    kinds = seen.kinds
+    assert set(kinds) == set(DecodeKind)
+    assert not any(a == b == DecodeKind.FORCED for a, b in zip(kinds, kinds[1:])), kinds
 
 
 @pytest.mark.slow
@@ -183,19 +259,16 @@ def test_decodes_hear_the_last_committed_chunks_and_are_prompted_with_the_text_b
     decodes: list[tuple[str, str, str, float]] = []  # (committed text, prompt, prefix, seconds heard)
     token_caps: list[tuple[int, float]] = []  # (max_new_tokens, seconds heard)
 
-    class RecordingPipeline:
-        options = pipeline.options_for(initial_prompt="Singapore call.", max_new_tokens=60)
-
-        def transcribe(self, audio, **keywords):
+    class Heard(LiveObserver):
+        def decoded(self, request, began, seconds) -> None:
             committed = " ".join(s.text.strip() for s in transcriber.state.committed)
-            decodes.append((committed, keywords.get("initial_prompt", ""), keywords.get("prefix", ""),
-                            len(audio) / SAMPLE_RATE))
-            token_caps.append((keywords.get("max_new_tokens"), len(audio) / SAMPLE_RATE))
-            return pipeline.transcribe(audio, **keywords)
+            decodes.append((committed, request.initial_prompt or "", request.prefix or "", request.seconds))
+            token_caps.append((request.max_new_tokens, request.seconds))
 
     settings = LiveSettings(context_chars=40, context_seconds=15.0)
+    decoder = PipelineDecoder(pipeline, {"initial_prompt": "Singapore call.", "max_new_tokens": 60})
     # In lockstep every interim runs, however fast the machine: the decodes made do not depend on timing.
-    transcriber = LiveTranscriber(RecordingPipeline(), FileSource(DEMO_WAV, speed=0, lockstep=True), settings)
+    transcriber = LiveTranscriber(decoder, FileSource(DEMO_WAV, speed=0, lockstep=True), settings, observers=[Heard()])
     transcript = transcriber.run()
     assert corpus_wer([demo_reference()], [transcript.text]) <= LIVE_DEMO_WER_BOUND
     assert decodes[0] == ("", "Singapore call.", "", decodes[0][3])
@@ -215,7 +288,7 @@ def test_decodes_hear_the_last_committed_chunks_and_are_prompted_with_the_text_b
     # Every decode may generate only as much as the audio it transcribes could hold (a hallucination
     # loop on near-silence once ran every fallback temperature to 448 tokens), and no more than the
     # user's own cap.
-    assert all(cap is not None and cap <= min(60, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds))
+    assert all(cap is not None and cap <= min(60, POLICY.token_slack + math.ceil(POLICY.tokens_per_second * seconds))
                for cap, seconds in token_caps), token_caps
     assert any(cap == 60 for cap, _ in token_caps) and any(cap < 60 for cap, _ in token_caps)
 
@@ -238,14 +311,42 @@ def test_live_cli_writes_the_session_and_recording(tmp_path, cli_env):
     assert "Chicago" in result.stdout  # plain committed lines when stdout is not a terminal
 
 
+def _example_text(option) -> str:
+    """A valid value of a live setting other than its default, as text."""
+    return str(option.default // 2 if "int" in str(option.type) else option.default / 2)
+
+
+@pytest.mark.parametrize("option", fields(LiveSettings), ids=lambda option: option.name)
+def test_every_live_setting_is_a_flag_and_a_query_parameter(option, pipeline):
+    from whispersg.cli.live import build_parser, live_settings_from_args
+    from whispersg.serve.app import _realtime_options
+
+    text = _example_text(option)
+    expected = (int if "int" in str(option.type) else float)(text)
+    assert expected != option.default
+    args = build_parser().parse_args(["--input", "call.wav", f"--{option.name}", text])
+    assert getattr(live_settings_from_args(args), option.name) == expected
+    _, _, settings = _realtime_options(pipeline, {option.name: text})
+    assert getattr(settings, option.name) == expected
+
+
 # Limits <= 0 (off) and hard limits over 30 s (taken as 30) are the original's values: tests/test_compat.py.
-@pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--context_chars", "-1"),
-                                         ("--context_seconds", "31")])
-def test_live_cli_refuses_bad_segmentation_settings(flag, value, cli_env):
+@pytest.mark.parametrize("flag, value", [("--max_commit_delay", "-1"), ("--max_commit_delay", "soon"),
+                                         ("--context_chars", "-1"), ("--context_chars", "2.5"),
+                                         ("--context_seconds", "31"), ("--vad_threshold", "2")])
+def test_live_cli_and_websocket_refuse_bad_settings_alike(flag, value, cli_env):
+    from whispersg.errors import OptionError
+    from whispersg.serve.app import _realtime_options
+
     result = subprocess.run([sys.executable, "-m", "whispersg.cli.live", "--input", str(DEMO_WAV), flag, value],
                             capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=120)
     assert result.returncode != 0
     assert flag in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(OptionError) as refused:  # refused before the pipeline is asked anything
+        _realtime_options(None, {flag.removeprefix("--"): value})
+    message = str(refused.value)
+    assert message.startswith(flag) and "\n" not in message
+    assert " ".join(result.stderr.split()) == f"error: {message}"  # rich wraps long lines on a narrow terminal
 
 
 @pytest.mark.realtime

@@ -26,6 +26,8 @@ class LiveSource:
     """Base: a queue of audio blocks filled by a producer, read by the transcriber."""
 
     name = "source"
+    speed = 1.0  # stream seconds per wall second: a replay's speed (0: as fast as it is read)
+    lockstep = False  # the producer waits for the reader (a replay in tests and benchmarks)
 
     def __init__(self) -> None:
         self._queue: "queue.Queue[np.ndarray]" = queue.Queue(maxsize=int(QUEUE_SECONDS / BLOCK_SECONDS))

@@ -8,7 +8,7 @@ flag name, default or help text is never written twice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, Optional
 
 from whispersg.errors import OptionError
@@ -30,6 +30,41 @@ def _opt(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: Optio
 
 # Field metadata declaring a numeric option's range, and how its error message says it.
 NUMERIC_BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<="}
+
+
+def number_rule(option: Field) -> str:
+    """What a numeric option must be, from its field: "--NAME must be a number of UNIT >= 0, OFF"."""
+    kind = "an integer" if "int" in str(option.type) else "a number"
+    unit = f" of {option.metadata['unit']}" if option.metadata.get("unit") else ""
+    limits = " and ".join(f"{NUMERIC_BOUNDS[key]} {option.metadata[key]:g}" for key in NUMERIC_BOUNDS
+                          if key in option.metadata)
+    off = f", {option.metadata['off']}" if option.metadata.get("off") else ""
+    return f"--{option.name} must be {kind}{unit}{' ' + limits if limits else ''}{off}"
+
+
+def checked_number(option: Field, value: Any) -> Any:
+    """``value`` if it is a finite number within the bounds its field declares (an int field's as an int);
+    else OptionError with the field's rule."""
+    whole = "int" in str(option.type)
+    problem = f"{number_rule(option)} (got {value!r})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionError(problem)
+    if whole and value != int(value):
+        raise OptionError(problem)
+    bounds = option.metadata
+    if (value < bounds.get("at_least", value) or value <= bounds.get("above", value - 1)
+            or value > bounds.get("at_most", value)):
+        raise OptionError(problem)
+    return int(value) if whole else value  # 3.0 from JSON or a float keyword works as 3
+
+
+def number_from_text(option: Field, text: str) -> Any:
+    """A numeric option given as text (a command line's, a query string's), checked as ``checked_number``."""
+    try:
+        value = (int if "int" in str(option.type) else float)(text)
+    except ValueError:
+        raise OptionError(f"{number_rule(option)} (got {text!r})") from None
+    return checked_number(option, value)
 
 
 @dataclass
@@ -160,23 +195,11 @@ class PipelineOptions:
     def _check_numbers(self) -> None:
         """Every numeric option is a finite number within the bounds its field declares (at_least, above, at_most)."""
         for option in fields(self):
-            bounds = {key: option.metadata[key] for key in NUMERIC_BOUNDS if key in option.metadata}
             value = getattr(self, option.name)
-            if not bounds or (value is None and str(option.type).startswith("Optional")):
+            if not any(key in option.metadata for key in NUMERIC_BOUNDS) or (
+                    value is None and str(option.type).startswith("Optional")):
                 continue
-            whole = "int" in str(option.type)
-            kind = "an integer" if whole else "a number"
-            limits = " and ".join(f"{NUMERIC_BOUNDS[key]} {limit:g}" for key, limit in bounds.items())
-            problem = f"--{option.name} must be {kind} {limits} (got {value!r})"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise OptionError(problem)
-            if whole and value != int(value):
-                raise OptionError(problem)
-            if (value < bounds.get("at_least", value) or value <= bounds.get("above", value - 1)
-                    or value > bounds.get("at_most", value)):
-                raise OptionError(problem)
-            if whole:
-                setattr(self, option.name, int(value))  # 3.0 from JSON or a float keyword works as 3
+            setattr(self, option.name, checked_number(option, value))
 
     def speaker_count(self) -> SpeakerCount:
         return SpeakerCount(self.num_speakers, self.min_speakers, self.max_speakers)

@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,7 @@ from whispersg.cli.common import (
 )
 from whispersg.console import stderr_console
 from whispersg.live.display import SESSION_FORMATS, LiveDisplay, SessionWriter
+from whispersg.live.settings import LiveSettings
 
 # Pipeline options that make no sense for a live stream (the live segmenter replaces them).
 # Live --diarize clusters speakers online with the embedded models (no pyannote pipeline, no minimum count).
@@ -34,10 +36,21 @@ NOT_LIVE = frozenset({"vad_method", "vad_onset", "vad_offset", "chunk_size", "ch
                       "diarize_model", "min_speakers", "segment_resolution"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from whispersg.live.transcriber import DENSE_SHORTENING, FORCE_RIGHT_CONTEXT, LiveSettings
+def add_live_settings_arguments(group) -> None:
+    """One flag per LiveSettings field, with its help and default; the values stay text until
+    ``live_settings_from_args`` hands them to LiveSettings' one validation."""
+    for option in fields(LiveSettings):
+        group.add_argument(f"--{option.name}", default=None, metavar=option.metadata.get("metavar"),
+                           help=f"{option.metadata['help']} (default {option.default})")
 
-    defaults = LiveSettings()
+
+def live_settings_from_args(args: argparse.Namespace) -> LiveSettings:
+    """LiveSettings from parsed flags: only flags the user gave override the defaults."""
+    return LiveSettings.from_text({name: getattr(args, name) for name in LiveSettings.field_names()
+                                   if getattr(args, name, None) is not None})
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="whispersg_live",
         description="Transcribe speech as it is spoken, offline: from a microphone (--mic_id), a recording "
@@ -49,34 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", default=None, metavar="FILE|-", help="replay a recording, or read PCM from stdin (-)")
     source.add_argument("--speed", type=float, default=1.0, help="replay speed of --input FILE (0 = as fast as possible; default 1)")
     live = parser.add_argument_group("segmentation")
-    live.add_argument("--soft_chunk_limit", type=float, default=defaults.soft_chunk_limit,
-                      help="after this many seconds, cut the chunk at the next short pause; <=0 disables "
-                           "(default %(default)s)")
-    live.add_argument("--hard_chunk_limit", type=float, default=defaults.hard_chunk_limit,
-                      help="cut the chunk now, at its quietest point, when it reaches this length (over 30, "
-                           "Whisper's window, counts as 30); <=0 disables (default %(default)s)")
-    live.add_argument("--silence_duration", type=float, default=defaults.silence_duration,
-                      help="pause (s) that ends an utterance and commits it (default %(default)s)")
-    live.add_argument("--vad_threshold", type=float, default=defaults.vad_threshold,
-                      help="speech probability threshold of the streaming VAD (default %(default)s)")
+    add_live_settings_arguments(live)
     live.add_argument("--silence_threshold", type=float, default=None, metavar="RMS",
                       help="the original WhisperSG's loudness of silence; not used: the streaming VAD finds "
                            "silence (tune --vad_threshold)")
-    live.add_argument("--max_commit_delay", type=float, default=defaults.max_commit_delay, metavar="SECONDS",
-                      help="commit words at most about this long after they end (plus computing time), even ones "
-                           f"the model is unsure of, and {DENSE_SHORTENING:g} s sooner in fast, unbroken speech (where "
-                           "a third of the recent words needed it); 0 lets unsure words wait for the end of their chunk (slower, and "
-                           f"the latency swings more with the speech); below {FORCE_RIGHT_CONTEXT:g} it acts as "
-                           f"{FORCE_RIGHT_CONTEXT:g}, as such a word needs {FORCE_RIGHT_CONTEXT:g} s of audio after it "
-                           "(default %(default)s)")
-    live.add_argument("--context_chars", type=int, default=defaults.context_chars, metavar="N",
-                      help="prompt every decode with the last N characters of committed text, as Whisper conditions "
-                           "on previous text; 0 decodes each chunk alone (default %(default)s)")
-    live.add_argument("--context_seconds", type=float, default=defaults.context_seconds, metavar="SECONDS",
-                      help="let the decodes that commit words also hear the last committed chunks, with their "
-                           "text as the start of the transcript, as long as they and the open chunk fit in this "
-                           "many seconds: Whisper hears a short chunk better among its neighbours, and each such "
-                           "decode costs more; 0 decodes the open chunk alone (default %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output_dir", default="output", help="folder for the session transcript (default: output)")
     out.add_argument("-f", "--output_format", default="txt", choices=SESSION_FORMATS, help="session transcript format (default: txt)")
@@ -98,24 +87,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         # An RMS level has no counterpart in a speech probability, so it is not converted.
         logging.getLogger("whispersg").warning(
             "--silence_threshold is not used: a Silero VAD, not a loudness level, finds silence now; "
-            "tune --vad_threshold (speech probability, default %g) instead", args.vad_threshold)
+            "tune --vad_threshold (speech probability, default %g) instead", LiveSettings.vad_threshold)
     return run_main(lambda: _run(args), debug=wants_debug(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
     from whispersg.capture import RecordingWriter
     from whispersg.live.sources import open_source
-    from whispersg.live.transcriber import LiveSettings, LiveTranscriber
+    from whispersg.live.transcriber import LiveTranscriber
     from whispersg.pipeline import WhisperSGPipeline
 
     console = stderr_console()
     mic_id = microphone_choice(args.mic_id)
     if args.mic_id == "list":
         return 0
-    settings = LiveSettings(soft_chunk_limit=args.soft_chunk_limit, hard_chunk_limit=args.hard_chunk_limit,
-                            silence_duration=args.silence_duration, vad_threshold=args.vad_threshold,
-                            max_commit_delay=args.max_commit_delay, context_chars=args.context_chars,
-                            context_seconds=args.context_seconds)
+    settings = live_settings_from_args(args)
     source = open_source(mic_id, args.input, args.speed)
     options = options_from_args(args)
     with console.status("loading model…") if not args.quiet else contextlib.nullcontext():

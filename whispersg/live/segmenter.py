@@ -63,7 +63,7 @@ class ChunkSegmenter:
 
     def __init__(self, soft_limit: Optional[float], hard_limit: Optional[float], silence_duration: float,
                  threshold: float = 0.5) -> None:
-        # Defaults live in LiveSettings (whispersg.live.transcriber), the one place the CLI reads them from.
+        # Defaults live in LiveSettings (whispersg.live.settings), the one place the CLI reads them from.
         # A limit that is None or <= 0 is off.
         self.soft_limit = soft_limit if soft_limit and soft_limit > 0 else None
         self.hard_limit = hard_limit if hard_limit and hard_limit > 0 else None

@@ -297,18 +297,13 @@ def _request_options(form, task: str) -> dict[str, Any]:
 
 
 def _realtime_options(pipeline, query: dict[str, str]) -> tuple[dict[str, Any], Any, Any]:
-    """Options of a realtime session from its query string: language, task, diarize, max_speakers,
-    max_commit_delay.  Returns (pipeline overrides, online speaker labeller or None, live settings)."""
-    from whispersg.live.transcriber import LiveSettings
+    """Options of a realtime session from its query string: language, task, diarize, max_speakers and the
+    live settings (whispersg_live's segmentation flags).  Returns (pipeline overrides, online speaker
+    labeller or None, live settings)."""
+    from whispersg.live.settings import LiveSettings
 
-    live_settings = LiveSettings()
-    if query.get("max_commit_delay"):
-        try:
-            delay = float(query["max_commit_delay"])
-        except ValueError:
-            raise OptionError(f"max_commit_delay must be a number of seconds >= 0, 0 to turn it off "
-                              f"(got {query['max_commit_delay']!r})") from None
-        live_settings = LiveSettings(max_commit_delay=delay)  # checks the range
+    # Every live setting, by its whispersg_live flag's name; an empty value keeps the default.
+    live_settings = LiveSettings.from_text({name: query[name] for name in LiveSettings.field_names() if query.get(name)})
     overrides: dict[str, Any] = {}
     if query.get("language"):
         overrides["language"] = query["language"]

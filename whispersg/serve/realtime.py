@@ -28,24 +28,11 @@ from typing import Any, Optional
 from whispersg.audio import SAMPLE_RATE
 from whispersg.errors import WhisperSGError
 from whispersg.live.sources import PushSource
-from whispersg.live.transcriber import LiveSettings, LiveState, LiveTranscriber
+from whispersg.live.decoder import PipelineDecoder
+from whispersg.live.settings import LiveSettings
+from whispersg.live.transcriber import LiveState, LiveTranscriber
 
 logger = logging.getLogger(__name__)
-
-
-class _PipelineWithOverrides:
-    """The shared pipeline, with this session's options (language, task) applied to every call."""
-
-    def __init__(self, pipeline, overrides: dict[str, Any]) -> None:
-        self._pipeline = pipeline
-        self._overrides = overrides
-
-    @property
-    def options(self):
-        return self._pipeline.options_for(**self._overrides)
-
-    def transcribe(self, audio, **keywords):
-        return self._pipeline.transcribe(audio, **{**self._overrides, **keywords})
 
 
 async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=None,
@@ -68,7 +55,7 @@ async def run_session(websocket, pipeline, overrides: dict[str, Any], speakers=N
     def on_commit(segments) -> None:
         post({"type": "committed", "segments": [segment.to_dict() for segment in segments]})
 
-    transcriber = LiveTranscriber(_PipelineWithOverrides(pipeline, overrides), source, settings or LiveSettings(),
+    transcriber = LiveTranscriber(PipelineDecoder(pipeline, overrides), source, settings or LiveSettings(),
                                   on_update=on_update, on_commit=on_commit, speakers=speakers)
 
     def transcribe_until_done():
