@@ -43,20 +43,20 @@ class RaySettings:
         "ray://HOST:PORT connects as a Ray client (needs the [ray] extra)", "--ray", metavar="ADDRESS")
     workers: Optional[int] = _setting(
         None, "Ray actors, each holding one model (default: one per node, or one per GPU when the nodes have GPUs)",
-        "--ray_workers", at_least=1)
+        "--ray_workers", at_least=1, metavar="N")
     cpus_per_worker: Optional[float] = _setting(
         None, "CPUs each Ray actor reserves, and its decoding threads unless --threads is given "
         "(default: the node's CPUs with one actor per node, else the cluster's CPUs shared out)",
-        "--ray_cpus_per_worker", above=0)
+        "--ray_cpus_per_worker", above=0, metavar="CPUS")
     gpus_per_worker: Optional[float] = _setting(
         None, "GPUs each Ray actor reserves (default: 1 when the cluster has GPUs, else 0)",
-        "--ray_gpus_per_worker", at_least=0)
+        "--ray_gpus_per_worker", at_least=0, metavar="GPUS")
     ship_audio: bool = _setting(
         False, "send each recording's bytes through Ray's object store, for nodes that do not share the input "
         "folders (default: workers read the paths, which every node must see)", "--ray_ship_audio")
     max_retries: int = _setting(
         2, "times a recording is retried on another Ray worker after the worker running it died", "--ray_max_retries",
-        at_least=0)
+        at_least=0, metavar="N")
 
     def validate(self) -> "RaySettings":
         from whispersg.options import NUMERIC_BOUNDS  # the same range metadata as PipelineOptions
