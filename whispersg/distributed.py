@@ -384,9 +384,27 @@ def _connect(ray, address: str) -> None:
     if node_ip.startswith("127."):
         _loopback_only()
     try:
-        ray.init(address=f"{host}:{port}", _node_ip_address=node_ip, **common)
+        # Ray's own 'auto' presents this machine's token (~/.ray/auth_token) to the cluster 'ray start' recorded
+        # here, as 'ray start --head' turns token authentication on where one exists; an explicit address
+        # (HOST:PORT, $RAY_ADDRESS) gets it only with RAY_AUTH_MODE=token, Ray's rule.
+        ray.init(address="auto" if address == "auto" else f"{host}:{port}", _node_ip_address=node_ip, **common)
     except Exception as error:  # noqa: BLE001 - reported in one line naming the address
+        if _is_authentication_error(ray, error):
+            raise RayAddressError(
+                f"--ray {address}: the Ray cluster at {host}:{port} wants its authentication token: set RAY_AUTH_MODE=token "
+                "with the head's token ('ray get-auth-token' there) in ~/.ray/auth_token or $RAY_AUTH_TOKEN") from None
         raise RayAddressError(f"could not join the Ray cluster at {address} ({host}:{port}): {_first_line(error)}") from None
+
+
+def _is_authentication_error(ray, error: BaseException) -> bool:
+    kind = getattr(ray.exceptions, "AuthenticationError", None)
+    for _ in range(8):  # the chain ray.init raises is short; bounded in case it loops
+        if error is None:
+            return False
+        if (kind is not None and isinstance(error, kind)) or "InvalidAuthToken" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _loopback_only() -> None:
@@ -428,7 +446,9 @@ def _check_reachable(host: str, port: int, address: str) -> None:
 def _own_address_towards(host: str, port: int) -> str:
     """This machine's address on the route to the cluster (a UDP connect sends nothing), so Ray need not
     guess it by probing a public resolver."""
-    if host in ("localhost", "::1") or host.startswith("127."):
+    if host.startswith("127."):
+        return host  # the cluster's node on this machine answers there (a test cluster may use 127.0.0.2)
+    if host in ("localhost", "::1"):
         return LOOPBACK
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((host, port))
@@ -452,8 +472,18 @@ def _worker_shape(ray, settings: RaySettings) -> tuple[int, float, float, bool]:
         cpus = settings.cpus_per_worker
     elif spread:
         cpus = min(node_cpus)
-    else:
-        cpus = max(1.0, float(int(sum(node_cpus) // count))) if not gpus else 1.0
+    elif gpus:
+        cpus = 1.0
+    else:  # the cluster's CPUs shared out, but no more than one node has: an actor lives on one node
+        cpus = min(max(1.0, float(int(sum(node_cpus) // count))), max(max(node_cpus), 1.0))
+    # Ray would wait for ever for a node this big; say so instead.
+    node_gpus = [node["Resources"].get("GPU", 0.0) for node in nodes] or [0.0]
+    if cpus > max(node_cpus):
+        raise WhisperSGError(f"--ray_cpus_per_worker {cpus:g}: no node of the Ray cluster has that many CPUs "
+                             f"(the largest has {max(node_cpus):g})")
+    if gpus > max(node_gpus):
+        raise WhisperSGError(f"--ray_gpus_per_worker {gpus:g}: no node of the Ray cluster has that many GPUs "
+                             f"(the largest has {max(node_gpus):g})")
     return count, cpus, gpus, spread
 
 
