@@ -28,8 +28,9 @@ CLIPS = ("sg_nsc_202261748", "sg_nsc_203000298", "fleurs_en_000", "fleurs_en_001
 
 def _free_ports(count: int, low: int = 20000, high: int = 30000) -> list[int]:
     """Consecutive free ports outside Ray's default worker range (10002-19999), so a worker cannot take one."""
-    start = low + os.getpid() % 5000
-    for first in range(start, high - count):
+    span = high - low - count
+    for step in range(span):  # from a place that differs between concurrent runs
+        first = low + (os.getpid() + step) % span
         if all(_port_is_free(port) for port in range(first, first + count)):
             return list(range(first, first + count))
     raise RuntimeError("no free ports")
