@@ -167,6 +167,7 @@ def local_words(clips, ray_env, tmp_path_factory) -> dict[str, list[str]]:
     return _words(out)
 
 
+@pytest.mark.slow  # the module's cluster tests take ~55 s together
 def test_two_workers_on_two_nodes_match_the_local_run_and_a_corrupt_file_fails_alone(clips, ray_env, local_words,
                                                                                         tmp_path):
     inputs = tmp_path / "inputs"
@@ -181,6 +182,7 @@ def test_two_workers_on_two_nodes_match_the_local_run_and_a_corrupt_file_fails_a
     assert _words(tmp_path / "out") == local_words
 
 
+@pytest.mark.slow  # the module's cluster tests take ~55 s together
 def test_a_killed_worker_has_its_recordings_retried_and_each_is_transcribed_once(clips, ray_env, local_words,
                                                                                    cluster, tmp_path):
     command = [*whispersg_command(), str(clips), "--ray", "auto", "--ray_workers", "2", "-o", str(tmp_path / "out"),
@@ -205,6 +207,7 @@ def test_a_killed_worker_has_its_recordings_retried_and_each_is_transcribed_once
     assert _words(tmp_path / "out") == local_words
 
 
+@pytest.mark.slow  # the module's cluster tests take ~55 s together
 def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ray_env, local_words, cluster, tmp_path):
     out = tmp_path / "out"
     # One worker takes the calls in turn, so the second call is still decoding when the first one's files appear.
@@ -234,6 +237,7 @@ def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ra
     assert _words(out) == local_words
 
 
+@pytest.mark.slow  # the module's cluster tests take ~55 s together
 def test_local_starts_a_private_cluster(clips, empty_model_store, tmp_path):
     env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", PYTHONPATH=str(REPO))
     env.pop("RAY_ADDRESS", None)
