@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "whispersg.speakers", "whispersg.capture", "whispersg.inputs", "whispersg.models",
                 "whispersg.metrics")),
     ("primitives", ("whispersg.audio", "whispersg.writers", "whispersg.repetition", "whispersg.offline",
-                    "whispersg.console", "whispersg.kernels")),
+                    "whispersg.console", "whispersg.kernels", "whispersg.memory")),
     ("options", ("whispersg.options",)),
     ("values", ("whispersg.types", "whispersg.languages", "whispersg.vocab")),
     ("errors", ("whispersg.errors",)),

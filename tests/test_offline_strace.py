@@ -183,3 +183,28 @@ def test_fine_tuning_chain_makes_no_connection_attempt(traced, tmp_path):
     assert (run / "model.safetensors").is_file() and (run / "checkpoint-2" / "tokenizer.json").is_file()
     assert json.loads((work / "wer.json").read_text())[0]["utterances"] >= 1
     assert all(attempts == [] and cache == [] for attempts, cache in observed.values()), observed
+
+
+RAY_CLI = """import runpy, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # a new network namespace has only a down loopback
+sys.argv = ["whispersg", *sys.argv[1:]]
+runpy.run_module("whispersg", run_name="__main__")
+"""
+
+
+def test_ray_local_makes_no_connection_attempt(traced, tmp_path):
+    """A private Ray cluster (GCS, raylet, dashboard process, two actors) on loopback: no usage report, no cloud
+    metadata request, no public-resolver probe for the node's address."""
+    pytest.importorskip("ray", reason="--ray needs the [ray] extra")
+    if not shutil.which("ip"):
+        pytest.skip("needs 'ip' (iproute2) to bring up loopback in the namespace")
+    script = tmp_path / "ray_cli.py"
+    script.write_text(RAY_CLI)
+    inputs = [str(DEMO_WAV)]
+    if (EVAL_DIR / "audio").is_dir():
+        inputs += [str(EVAL_DIR / "audio" / "jfk_inaugural.wav")]
+    result, attempts, cache = traced([sys.executable, str(script), *inputs, "--ray", "local", "--ray_workers", "2",
+                                      "-o", str(tmp_path / "out"), "-f", "txt", "-q"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Chicago" in (tmp_path / "out" / "sample.txt").read_text()
+    assert attempts == [], attempts[:5]

@@ -22,6 +22,7 @@ from whispersg.alignment import Wav2Vec2Aligner, align
 from whispersg.asr import WhisperDecoder, at_resolution, chunks_from_regions
 from whispersg.audio import SAMPLE_RATE, AudioSource, load_audio, probe_duration, stream_file
 from whispersg.diarization import EmbeddedDiarizer, PyannoteDiarizer
+from whispersg.memory import bound_heap_for_long_recordings, release_freed_memory
 from whispersg.models import default_store, fallback_warning, load_whisper, resolve_model
 from whispersg.offline import enforce_offline
 from whispersg.options import PipelineOptions, build_options
@@ -140,6 +141,8 @@ class WhisperSGPipeline:
         import numpy as np
 
         total = probe_duration(path)
+        if total is None or total > STREAM_BLOCK_SECONDS:
+            bound_heap_for_long_recordings()  # several blocks: keep the heap from creeping over them
         segments: list[Segment] = []
         language: Optional[str] = opts.language
         offset = 0.0
@@ -162,6 +165,7 @@ class WhisperSGPipeline:
                 language = detected  # later blocks keep the language the first speech was in
             segments.extend(segment.shift(offset) for segment in found)
             offset += piece_seconds
+            release_freed_memory()  # the next block starts from the same footprint, however long the file
         return segments, language or "en", offset
 
     def _transcribe_samples(self, samples, opts: PipelineOptions, progress, diarize: bool):

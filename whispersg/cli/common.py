@@ -175,7 +175,6 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 def run_main(body: Callable[[], int], debug: bool) -> int:
     """Run a command body: known errors print one line, anything else names --debug."""
-    return_freed_memory_to_the_system()
     try:
         return _run_then_ignore_late_interrupts(body)
     except KeyboardInterrupt:
@@ -224,25 +223,3 @@ def microphone_choice(value: Optional[str]) -> Optional[int]:
         return int(value)
     except ValueError as error:
         raise OptionError(f"--mic_id must be a device number or 'list' (got {value!r})") from error
-
-
-def return_freed_memory_to_the_system() -> None:
-    """Have glibc serve allocations of 1 MiB and more with mmap and trim freed heap above 1 MiB.
-
-    Decoding allocates many large, short-lived buffers; with glibc's adaptive
-    thresholds they fragment the heap and peak RSS creeps up over a long
-    recording (docs/decisions.md#glibc-malloc-thresholds).  No effect on other C libraries.
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_trim_threshold, 1 << 20)
-    mallopt(m_mmap_threshold, 1 << 20)

@@ -26,6 +26,7 @@ from whispersg.cli.common import (
     wants_debug,
 )
 from whispersg.console import print_error, print_warning, stderr_console
+from whispersg.distributed import RaySettings
 from whispersg.errors import OptionError, WhisperSGError
 from whispersg.writers import (
     TEXT_FORMATS,
@@ -76,10 +77,36 @@ def build_parser() -> argparse.ArgumentParser:
                           "('list' shows the devices; needs the [live] extra)")
     mic.add_argument("--save_recording", action="store_true",
                      help="with --mic_id: keep the recording as WAV in the output folder")
+    add_ray_arguments(parser)
     add_pipeline_arguments(parser)
     add_logging_arguments(parser)
     parser.add_argument("--version", action="version", version=f"whispersg {_version()}")
     return parser
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per RaySettings field, with its help and default."""
+    from dataclasses import fields
+
+    group = parser.add_argument_group("scale out on a Ray cluster (needs the [ray] extra)")
+    for setting in fields(RaySettings):
+        meta = setting.metadata
+        if setting.type in ("bool", bool):
+            group.add_argument(meta["flag"], dest=f"ray_{setting.name}", action="store_true", help=meta["help"])
+            continue
+        convert = {"Optional[int]": int, "int": int, "Optional[float]": float}.get(str(setting.type), str)
+        suffix = f" (default: {setting.default})" if setting.default is not None and "default:" not in meta["help"] else ""
+        group.add_argument(meta["flag"], dest=f"ray_{setting.name}", type=convert, default=setting.default,
+                           metavar=meta.get("metavar"), help=meta["help"] + suffix)
+
+
+def ray_settings_from_args(args: argparse.Namespace) -> Optional[RaySettings]:
+    """RaySettings from the --ray* flags; None without --ray (the run stays on this machine)."""
+    from dataclasses import fields
+
+    if getattr(args, "ray_address", None) is None:
+        return None
+    return RaySettings(**{s.name: getattr(args, f"ray_{s.name}") for s in fields(RaySettings)}).validate()
 
 
 def _version() -> str:
@@ -94,6 +121,7 @@ class BatchReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     audio_seconds: float = 0.0
+    workers: int = 0  # Ray workers used; 0 for a run on this machine
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -187,6 +215,7 @@ def _transcribe_all(args: argparse.Namespace) -> int:
     if args.max_line_width is not None and args.max_line_width < 1:
         raise OptionError(f"--max_line_width must be positive (got {args.max_line_width})")
     options = options_from_args(args)
+    ray_settings = ray_settings_from_args(args)
     if args.output_format == "rttm" and not options.diarize:
         raise OptionError("--output_format rttm needs --diarize (speaker turns come from diarization)")
     report = BatchReport()
@@ -216,14 +245,19 @@ def _transcribe_all(args: argparse.Namespace) -> int:
             pending.append((path, targets))
             sources[path] = (stems[path], identity)
     if pending:
-        pipeline = _load_pipeline(options, args.quiet)
         writer_options = {
             "max_line_width": args.max_line_width,
             "max_line_count": args.max_line_count,
             "highlight_words": args.highlight_words,
         }
-        _run_batch(pipeline, pending, writer_options, report, args.quiet, args.debug,
-                   record=lambda path: record_output_source(output_dir, *sources[path]))
+        if ray_settings is None:
+            pipeline = _load_pipeline(options, args.quiet)
+            transcribe = lambda paths, on_progress: pipeline.transcribe_many(paths, progress=on_progress)  # noqa: E731
+        else:
+            transcribe = _ray_transcriber(options, ray_settings, report, args.quiet)
+        _run_batch(transcribe, options, pending, writer_options, report, args.quiet, args.debug,
+                   record=lambda path: record_output_source(output_dir, *sources[path]),
+                   per_file_progress=ray_settings is None)
     for path in report.skipped:
         if not args.quiet:
             print_warning(f"{path}: outputs exist, skipped (--skip_existing)")
@@ -244,6 +278,26 @@ def _load_pipeline(options, quiet: bool):
     return pipeline
 
 
+def _ray_transcriber(options, settings: RaySettings, report: BatchReport, quiet: bool):
+    """transcribe(paths, on_progress) running on Ray: results as the workers finish them, as Paths."""
+    from whispersg.console import stderr_console
+    from whispersg.distributed import RayTranscription
+
+    def transcribe(paths, on_progress):
+        run = RayTranscription(paths, options, settings)
+        by_name = {str(path): path for path in paths}
+        announced = 0
+        for name, result in run:
+            if not quiet and len(run.stats.workers) > announced:
+                announced = len(run.stats.workers)
+                nodes = len({worker["node"] for worker in run.stats.workers})
+                stderr_console().print(f"Ray: {announced} worker(s) on {nodes} node(s)", highlight=False)
+            report.workers = len(run.stats.workers)
+            yield by_name[name], result
+
+    return transcribe
+
+
 def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) -> None:
     """Write every requested format, or (if one fails, e.g. a full disk) remove those this call wrote,
     so an input never has a partial set of outputs that --skip_existing would take as done."""
@@ -258,7 +312,8 @@ def _write_all_or_none(transcript, targets: list[Path], writer_options: dict) ->
         raise
 
 
-def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bool, debug: bool, record) -> None:
+def _run_batch(transcribe, options, pending, writer_options, report: BatchReport, quiet: bool, debug: bool, record,
+               per_file_progress: bool = True) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -273,7 +328,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
         transient=True,
     )
     # With speakers, lines are printed once they are known (after diarization).
-    stream_lines = not quiet and not pipeline.options.diarize
+    stream_lines = not quiet and not options.diarize and per_file_progress
     file_tasks: dict[Path, object] = {}
 
     def file_task(path: Path):
@@ -292,7 +347,7 @@ def _run_batch(pipeline, pending, writer_options, report: BatchReport, quiet: bo
         overall = progress.add_task("all files", total=len(pending))
         # Short files share decoding batches, so several can be in progress at once; each is
         # finished (written, reported) in input order.
-        for path, result in pipeline.transcribe_many([path for path, _ in pending], progress=on_progress):
+        for path, result in transcribe([path for path, _ in pending], on_progress):
             targets = targets_of[path]
             try:
                 if isinstance(result, Exception):
@@ -332,9 +387,10 @@ def _print_summary(report: BatchReport, quiet: bool, console) -> None:
     if quiet and not report.failed:
         return
     rtf = wall / report.audio_seconds if report.audio_seconds else 0.0
+    workers = f" · {report.workers} Ray worker{'s' if report.workers != 1 else ''}" if report.workers else ""
     console.print(
         f"{len(report.done)} transcribed, {len(report.failed)} failed, {len(report.skipped)} skipped · "
-        f"{report.audio_seconds / 60:.1f} min of audio in {wall:.1f} s (real-time factor {rtf:.3f})",
+        f"{report.audio_seconds / 60:.1f} min of audio in {wall:.1f} s (real-time factor {rtf:.3f}){workers}",
         highlight=False,
     )
 
