@@ -446,6 +446,31 @@ def test_logged_loss_does_not_grow_with_gradient_accumulation(prepared, tiny_bas
     assert logged[4] == pytest.approx(logged[1], rel=1e-3), logged
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("train_only", ["decoder", "embeddings"])
+def test_train_only_leaves_everything_else_as_it_was(prepared, tiny_base, tmp_path, train_only):
+    from safetensors.torch import load_file
+
+    output = tmp_path / "run"
+    assert train_main([str(prepared["dataset"]), "--output_dir", str(output), "--base_model", str(tiny_base),
+                       "--train_only", train_only, "--max_steps", "3", "--save_steps", "100", "--eval_steps", "100",
+                       *TINY_TRAINING, "-q"]) == 0
+    before, after = load_file(tiny_base / "model.safetensors"), load_file(output / "model.safetensors")
+    changed = {name for name, tensor in before.items() if not bool((after[name] == tensor).all())}
+    assert "model.decoder.embed_tokens.weight" in changed
+    assert not {name for name in changed if name.startswith("model.encoder.")}, changed
+    decoder_layers = {name for name in changed if name.startswith("model.decoder.layers.")}
+    # The tiny model's decoder layers all get gradients, so "decoder" must move them and "embeddings" none.
+    assert bool(decoder_layers) == (train_only == "decoder"), decoder_layers
+
+
+def test_train_only_rejects_an_unknown_part(prepared, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(prepared["dataset"]), "--output_dir", str(tmp_path / "run"), "--train_only", "encoder"])
+    assert exit_info.value.code == 2
+    assert "--train_only" in capsys.readouterr().err
+
+
 def test_multilingual_base_labels_carry_the_prompt_generation_uses(prepared, tmp_path):
     import numpy as np
     import torch

@@ -258,6 +258,8 @@ _TRAINING_HELP = {
     "base_model": "Whisper checkpoint to start from: a local folder or a hub id in the local cache",
     "language": "language of a multilingual base model, put in the labels' prefix (unset: en); not for .en models",
     "task": "transcribe or translate (multilingual base models)",
+    "train_only": "what is trained, the rest frozen: all, decoder (encoder frozen) or embeddings (the decoder's "
+                  "token embeddings, tied to its output: teaches words with the least forgetting)",
     "learning_rate": "peak learning rate",
     "warmup_steps": "linear warm-up steps",
     "batch_size": "examples per device per step",
@@ -282,7 +284,7 @@ _TRAINING_HELP = {
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``TrainingSettings`` field, defaults taken from the dataclass."""
-    from whispersg.finetune.train import TrainingSettings
+    from whispersg.finetune.train import TRAIN_ONLY, TrainingSettings
 
     for spec in fields(TrainingSettings):
         default = spec.default if spec.default is not MISSING else (
@@ -299,7 +301,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             convert = float if "float" in kind else int if "int" in kind else str
             parser.add_argument(f"--{spec.name}", type=convert, default=default, required=spec.name == "output_dir",
-                                help=help_text)
+                                choices=TRAIN_ONLY if spec.name == "train_only" else None, help=help_text)
 
 
 def train_main(argv: Optional[list[str]] = None) -> int:

@@ -25,6 +25,8 @@ DEFAULT_BASE_MODEL = "openai/whisper-small.en"
 DEFAULT_LANGUAGE = "en"  # of a multilingual base when --language is not given (WhisperSG transcribes English)
 DEFAULT_MAX_EVAL_SAMPLES = 500  # evaluation during training generates text: a capped, seeded sample keeps it minutes
 RUN_MARKER = "whispersg_train.json"  # marks an output folder a training run of ours wrote
+# What --train_only leaves trainable (everything else is frozen): less to move, less to forget.
+TRAIN_ONLY = ("all", "decoder", "embeddings")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class TrainingSettings:
     base_model: str = DEFAULT_BASE_MODEL
     language: Optional[str] = None  # multilingual base models only (default en); ".en" models are English
     task: str = "transcribe"
+    train_only: str = "all"  # "decoder": encoder frozen; "embeddings": only the decoder's token embeddings (tied output)
     learning_rate: float = 1e-5
     warmup_steps: int = 500
     batch_size: int = 16  # per device
@@ -98,6 +101,24 @@ def load_base(base_model: str, language: Optional[str] = None, task: str = "tran
     model.generation_config.forced_decoder_ids = None
     model.config.forced_decoder_ids = None
     return model, processor
+
+
+def restrict_training(model: Any, train_only: str) -> int:
+    """Freeze all but the part ``train_only`` names (see ``TRAIN_ONLY``); returns the trainable parameter count.
+
+    ``embeddings`` trains the decoder's token embedding matrix, which Whisper ties to the output projection:
+    mostly which words come out, with the acoustic model and the decoder's layers as they were.
+    """
+    if train_only not in TRAIN_ONLY:
+        raise DataError(f"--train_only {train_only!r}: choose one of {', '.join(TRAIN_ONLY)}")
+    if train_only != "all":
+        decoder = model.get_decoder()
+        keep = list(decoder.parameters()) if train_only == "decoder" else [decoder.embed_tokens.weight]
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in keep:
+            parameter.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _has_safetensors(base_model: str) -> Optional[bool]:
@@ -161,6 +182,9 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         logger.warning("no prepared dataset has a test split: training without evaluation, the last step is kept")
     if model is None or processor is None:
         model, processor = load_base(settings.base_model, settings.language, settings.task)
+    trainable = restrict_training(model, settings.train_only)
+    logger.info("training %s: %d of %d parameters", settings.train_only, trainable,
+                sum(p.numel() for p in model.parameters()))
     # Whisper's forward takes **kwargs, so the Trainer would assume it divides the loss by the accumulation
     # count itself and skip its own division: logged loss and clipping would see N times the loss.
     model.accepts_loss_kwargs = False
