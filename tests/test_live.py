@@ -198,6 +198,20 @@ def test_forced_decodes_never_follow_each_other():
     assert not POLICY.should_force(2.0, oldest_unagreed_end=None, audio_end=9.0, last_kind=None)
 
 
+def test_speech_left_without_words_is_noticed():
+    """A chunk's decode that leaves a second of its speech without a word is redone (#25)."""
+    policy = CommitPolicy()
+    window = 512 / SAMPLE_RATE
+    speech = np.zeros(int(10 / window), dtype=bool)
+    speech[int(1 / window) : int(6 / window)] = True  # speech from 1 s to 6 s of a chunk starting at 20 s
+    covered = [(21.0, 21.5), (21.6, 22.4), (22.5, 23.2), (23.3, 24.5), (24.6, 26.0)]
+    assert not policy.skipped(speech, covered, 20.0)
+    assert not policy.skipped(speech, covered[:2] + covered[3:], 20.0)  # 22.4 to 23.3 s: under a second
+    assert policy.skipped(speech, covered[:2], 20.0)  # 22.4 to 26.0 s heard but not written
+    assert not policy.skipped(speech, covered[:2] + [(22.5, 23.3), (23.4, 26.0)], 20.0)
+    assert policy.skipped(speech, [], 20.0)
+
+
 def test_interims_are_spaced_by_what_they_cost():
     """At least interim_interval of new audio between interims, more when the last one cost more than
     1/interim_duty of it; none while behind or before speech."""

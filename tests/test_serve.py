@@ -206,6 +206,7 @@ def test_diarized_transcription_labels_both_speakers(client):
     assert all(word.get("speaker") in speakers for word in verbose["words"])
 
 
+@pytest.mark.quality
 def test_realtime_websocket_streams_committed_text(client, monkeypatch):
     from whispersg.serve import realtime
 

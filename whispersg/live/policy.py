@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, Optional, Sequence
 
+import numpy as np
+
 from whispersg.audio import SAMPLE_RATE
 from whispersg.live.decoder import DecodeKind
+from whispersg.live.segmenter import WINDOW as VAD_WINDOW
 
 WHISPER_WINDOW = 30.0  # s of audio Whisper hears at once: the longest chunk worth cutting by the hard limit
 
@@ -64,10 +67,27 @@ class CommitPolicy:
     tokens_per_second: int = _param(8, "a decode's token cap per second of its audio: above the densest real "
                                        "speech, below a hallucination loop", "live-token-cap")
     token_slack: int = _param(12, "tokens a decode may generate on top of tokens_per_second", "live-token-cap")
+    skipped_speech: float = _param(
+        1.0, "s of a chunk's speech (VAD) left without a word that make its decode be redone on its own: "
+             "conditioned on what came before, Whisper sometimes jumps over speech (#25)", "live-skipped-speech")
     history_chunks: int = _param(64, "committed chunks remembered (text for the prompt; audio only while it may "
                                      "be context); context_chars is far less than this many hold")
 
     # -- when to decode ----------------------------------------------------------------
+    def skipped(self, speech: np.ndarray, words: Sequence[tuple[float, float]], chunk_start: float) -> bool:
+        """A decode left ``skipped_speech`` seconds or more of the chunk's speech without a word: ``speech``
+        is the chunk's VAD mask (one value per ``VAD_WINDOW`` samples from ``chunk_start``), ``words`` the
+        (start, end) stream times of the words the decode gave it."""
+        window = VAD_WINDOW / SAMPLE_RATE
+        wordless = np.asarray(speech, dtype=bool).copy()
+        for start, end in words:  # a word covers the windows it overlaps
+            wordless[max(0, int((start - chunk_start) / window)) : max(0, math.ceil((end - chunk_start) / window))] = False
+        run = longest = 0
+        for value in wordless:
+            run = run + 1 if value else 0
+            longest = max(longest, run)
+        return longest * window >= self.skipped_speech
+
     def behind(self, pending_seconds: float) -> bool:
         """Processing is behind: interims are skipped (and the display says so) rather than queued."""
         return pending_seconds > self.behind_threshold

@@ -123,6 +123,11 @@ class ChunkSegmenter:
         if drop_windows > 0:
             self.take(drop_windows * WINDOW)
 
+    def speech(self, samples: Optional[int] = None) -> np.ndarray:
+        """Which VAD windows of the chunk's first ``samples`` samples (all: None) hold speech."""
+        windows = len(self._probabilities) if samples is None else max(0, samples) // WINDOW
+        return self._probabilities[:windows] >= self.threshold
+
     def take(self, samples: int) -> tuple[int, np.ndarray]:
         """Remove the chunk's first ``samples`` samples; return (their stream offset, the audio)."""
         samples = max(0, min(samples, len(self.audio)))

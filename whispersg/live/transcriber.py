@@ -110,7 +110,8 @@ class LiveTranscriber:
                 self._ingest(block)
         finally:
             self.source.close()
-            self._commit(self.segmenter.take_all())
+            speech = self.segmenter.speech()
+            self._commit(self.segmenter.take_all(), speech)
         self.state.dropped_seconds = self.source.dropped_frames / SAMPLE_RATE
         if self.source.dropped_frames:
             logger.warning("%.1f s of audio were dropped because processing fell behind", self.state.dropped_seconds)
@@ -123,7 +124,8 @@ class LiveTranscriber:
         cut = self.segmenter.push(block)
         if cut is not None:
             self.cuts.append(cut)
-            self._commit(self.segmenter.take(cut.samples))
+            speech = self.segmenter.speech(cut.samples)
+            self._commit(self.segmenter.take(cut.samples), speech)
             return
         behind = self.policy.behind(self.source.pending_seconds())
         if behind != self.state.behind:
@@ -179,6 +181,17 @@ class LiveTranscriber:
                              heard.initial_prompt, heard.prefix,
                              self.policy.decode_options(kind, heard_context=bool(heard.context_seconds)))
 
+    def _decoded_alone(self, audio: np.ndarray, start: float, end: float, found: list[Segment]) -> list[Segment]:
+        """The chunk decoded again on its own, without the context's audio or text (only the user's prompt);
+        kept only where it has more words: conditioned on what came before, Whisper sometimes jumps
+        over some of the chunk's speech (#25)."""
+        request = DecodeRequest(DecodeKind.CHUNK, audio, 0.0,
+                                self.policy.token_cap(end - start, self._options.max_new_tokens),
+                                self._options.initial_prompt or None, None,
+                                self.policy.decode_options(DecodeKind.CHUNK, heard_context=False))
+        alone = placed(self._decode(request), start, 0.0)
+        return alone if _word_count(alone) > _word_count(found) else found
+
     def _decode(self, request: DecodeRequest) -> list[Segment]:
         began = time.monotonic()
         segments = self.decoder.decode(request)
@@ -200,7 +213,7 @@ class LiveTranscriber:
             for observer in self.observers:
                 observer.committed(words, at)
 
-    def _commit(self, taken: tuple[int, np.ndarray]) -> None:
+    def _commit(self, taken: tuple[int, np.ndarray], speech: Optional[np.ndarray] = None) -> None:
         offset, audio = taken
         start, end = offset / SAMPLE_RATE, (offset + len(audio)) / SAMPLE_RATE
         found: list[Segment] = []
@@ -208,6 +221,8 @@ class LiveTranscriber:
             self._last_kind = DecodeKind.CHUNK
             request = self._request(DecodeKind.CHUNK, audio, end - start)
             found = placed(self._decode(request), start, request.context_seconds)
+            if speech is not None and self.policy.skipped(speech, _times(found), start):
+                found = self._decoded_alone(audio, start, end, found)
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
         if self.speakers is not None and segments and len(audio):
@@ -228,3 +243,12 @@ class LiveTranscriber:
         if segments:
             self.on_commit(segments)
         self.on_update(self.state)
+
+
+def _times(segments: list[Segment]) -> list[tuple[float, float]]:
+    return [(word.start, word.end) for segment in segments for word in segment.words
+            if word.start is not None and word.end is not None]
+
+
+def _word_count(segments: list[Segment]) -> int:
+    return sum(len(segment.words) for segment in segments)
