@@ -15,7 +15,7 @@ def stderr_console():
 def print_error(message: str) -> None:
     from rich.markup import escape
 
-    stderr_console().print(f"[bold red]error:[/] {escape(message)}")
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line whatever the width
 
 
 def print_warning(message: str) -> None:
