@@ -208,8 +208,6 @@ def test_a_killed_worker_has_its_recordings_retried_and_each_is_transcribed_once
 
 
 @pytest.mark.slow  # the module's cluster tests take ~55 s together
-@pytest.mark.skip(reason="#28 open: in the full suite a SIGINT sent after the first finished file let the run end "
-                         "with 0 and every file written (passed alone); to be made deterministic")
 def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ray_env, local_words, cluster, tmp_path):
     out = tmp_path / "out"
     # One worker takes the calls in turn, so the second call is still decoding when the first one's files appear.

@@ -29,6 +29,8 @@ STREAM_SECONDS = 300.0  # a recording this long goes to an actor alone (it strea
 LOOPBACK = "127.0.0.1"
 
 
+WAIT_SECONDS = 0.5  # how long the driver blocks on Ray between checks for Ctrl-C
+
 def _setting(default: Any, help: str, flag: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag, **extra})
 
@@ -228,7 +230,10 @@ class RayTranscription:
                         for path in job.paths:
                             yield path, WhisperSGError(f"{path}: every Ray worker died before transcribing it")
                     return
-                done, _ = ray.wait([*running, *readiness], num_returns=1)
+                # A bounded wait: a Ctrl-C raises only once Python runs again, not when a blocking wait ends.
+                done, _ = ray.wait([*running, *readiness], num_returns=1, timeout=WAIT_SECONDS)
+                if not done:
+                    continue
                 ref = done[0]
                 if ref in readiness:
                     handle = readiness.pop(ref)
