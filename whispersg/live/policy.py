@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from whispersg.asr import MIN_SKIPPED_SECONDS
 from whispersg.audio import SAMPLE_RATE
 from whispersg.live.decoder import DecodeKind
 from whispersg.live.segmenter import WINDOW as VAD_WINDOW
@@ -68,7 +69,7 @@ class CommitPolicy:
                                        "speech, below a hallucination loop", "live-token-cap")
     token_slack: int = _param(12, "tokens a decode may generate on top of tokens_per_second", "live-token-cap")
     skipped_speech: float = _param(
-        1.0, "s of a chunk's speech (VAD) left without a word that make its decode be redone on its own: "
+        MIN_SKIPPED_SECONDS, "s of a chunk's speech (VAD) left without a word that make its decode be redone on its own: "
              "conditioned on what came before, Whisper sometimes jumps over speech (#25)", "live-skipped-speech")
     history_chunks: int = _param(64, "committed chunks remembered (text for the prompt; audio only while it may "
                                      "be context); context_chars is far less than this many hold")

@@ -81,7 +81,7 @@ class ChunkSegmenter:
 
     @property
     def has_speech(self) -> bool:
-        return bool((self._probabilities >= self.threshold).any())
+        return bool(self.speech().any())
 
     def push(self, samples: np.ndarray) -> Optional[Cut]:
         """Add samples; return a Cut when the open chunk should be committed now."""
