@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,6 +105,12 @@ def cli_env(empty_model_store, tmp_path) -> dict:
 
 def whispersg_command() -> list[str]:
     return [sys.executable, "-m", "whispersg"]
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT: a test run started in the background by a
+    non-interactive shell (as CI does) has SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _have(*programs: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, whispersg_command
+from .conftest import REPO, interruptible, whispersg_command
 
 pytest.importorskip("ray", reason="the Ray tests need the [ray] extra (pip install 'whispersg[ray]')")
 
@@ -212,7 +212,8 @@ def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ra
     out = tmp_path / "out"
     # One worker takes the calls in turn, so the second call is still decoding when the first one's files appear.
     command = [*whispersg_command(), str(clips), "--ray", "auto", "--ray_workers", "1", "-o", str(out), "-f", "json"]
-    run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ray_env, cwd=REPO)
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ray_env, cwd=REPO,
+                           preexec_fn=interruptible)
     seen = []
     for line in run.stderr:
         seen.append(line)

@@ -28,7 +28,7 @@ from whispersg.metrics import corpus_wer
 from whispersg.options import PipelineOptions
 from whispersg.types import Segment, Word
 
-from .conftest import DEMO_WAV, REPO, Watched, demo_reference
+from .conftest import DEMO_WAV, REPO, Watched, demo_reference, interruptible
 
 # Live WER on the demo call, replayed as fast as possible: above the offline pipeline's, as on this
 # 30 s call one hard cut lands in overlapping speech (docs/decisions.md#test-bounds).
@@ -375,7 +375,7 @@ def test_interrupt_keeps_everything_committed(tmp_path, cli_env):
         handle.writeframes((np.concatenate([call, call]) * 32767).astype("<i2").tobytes())
     process = subprocess.Popen([sys.executable, "-m", "whispersg.cli.live", "--input", str(long_call),
                                 "-o", str(tmp_path), "-f", "srt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=cli_env, preexec_fn=_interruptible, cwd=REPO)
+                               text=True, env=cli_env, preexec_fn=interruptible, cwd=REPO)
     target = tmp_path / "call-live.srt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "Diane" not in (target.read_text() if target.exists() else ""):
@@ -401,7 +401,7 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     pulse = pulse_device(env)
     out = tmp_path / "out"
     live = Watched([sys.executable, "-m", "whispersg.cli.live", "--mic_id", pulse, "-o", str(out), "-f", "txt"],
-                   env=env, preexec_fn=_interruptible, cwd=REPO)
+                   env=env, preexec_fn=interruptible, cwd=REPO)
     try:
         live.wait_for("listening…", timeout=120)  # model loaded, microphone open
         played = subprocess.run(["paplay", "--device=vmic", str(DEMO_WAV)], env=env, capture_output=True, timeout=120)
@@ -415,11 +415,6 @@ def test_microphone_records_and_transcribes_for_real(virtual_microphone, tmp_pat
     wer = corpus_wer([demo_reference()], [sessions[0].read_text()])
     assert wer <= 0.25, (wer, sessions[0].read_text(), stderr)
 
-
-def _interruptible() -> None:
-    """Children must act on the SIGINT the tests send, even when the test run itself was started
-    in the background by a non-interactive shell (which makes SIGINT ignored, and inherited)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pulse_device(env: dict) -> str:
@@ -437,7 +432,7 @@ def test_record_then_transcribe_with_the_file_pipeline(virtual_microphone, tmp_p
     env = dict(cli_env, **{k: virtual_microphone[k] for k in ("XDG_RUNTIME_DIR", "PULSE_SOURCE", "HOME")})
     out = tmp_path / "out"
     record = Watched([sys.executable, "-m", "whispersg", "--mic_id", pulse_device(env), "-o", str(out),
-                      "-f", "all", "--save_recording"], env=env, preexec_fn=_interruptible, cwd=REPO)
+                      "-f", "all", "--save_recording"], env=env, preexec_fn=interruptible, cwd=REPO)
     try:
         record.wait_for("recording…", timeout=60)  # microphone open
         played = subprocess.run(["paplay", "--device=vmic", str(DEMO_WAV)], env=env, capture_output=True, timeout=120)

@@ -30,7 +30,7 @@ from whispersg.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from whispersg.metrics import corpus_wer  # noqa: E402
 from whispersg.serve.app import ServeSettings, create_app  # noqa: E402
 
-from .conftest import DEMO_WAV, REPO, demo_reference, whispersg_command  # noqa: E402
+from .conftest import DEMO_WAV, REPO, demo_reference, interruptible, whispersg_command  # noqa: E402
 from .test_live import LIVE_DEMO_WER_BOUND  # noqa: E402
 from .test_pipeline import DEMO_WER_BOUND  # noqa: E402
 
@@ -284,7 +284,8 @@ def server(empty_model_store):
     port = _free_port()
     env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), WHISPERSG_API_KEY=API_KEY, NO_COLOR="1")
     process = subprocess.Popen([*whispersg_command(), "serve", "--port", str(port), "--threads", "2", "-q"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=interruptible)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
