@@ -97,7 +97,9 @@ class _Worker:
     def ready(self) -> dict:
         import ray
 
-        return {"node": ray.util.get_node_ip_address(), "pid": os.getpid(), "error": self.error,
+        # The node's id, not ray.util.get_node_ip_address(): off the driver's machine that probes a public
+        # resolver address (a UDP connect) to guess the IP; the driver names the node from ray.nodes().
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "error": self.error,
                 "load_seconds": self.load_seconds}
 
     def transcribe(self, items: list) -> list:
@@ -167,7 +169,7 @@ class _Actor:
 class RayRunStats:
     """What the run used, for the summary and the benchmark."""
 
-    workers: list[dict] = field(default_factory=list)  # node, pid, load_seconds of each actor that came up
+    workers: list[dict] = field(default_factory=list)  # node (address), node_id, pid, load_seconds of each actor that came up
     connect_seconds: float = 0.0
     first_ready_seconds: float = 0.0
     calls: int = 0
@@ -208,6 +210,7 @@ class RayTranscription:
         booting = {remote.remote(options_ref): None for _ in range(count)}
         readiness = {actor.ready.remote(): actor for actor in booting}
         actors: dict[Any, _Actor] = {}
+        node_names = {node["NodeID"]: node.get("NodeManagerAddress") or node["NodeID"][:12] for node in ray.nodes()}
         jobs = self._jobs()
         queue: list[_Job] = list(jobs)
         running: dict[Any, tuple[_Job, Any, list]] = {}  # call ref → job, actor handle, shipped refs
@@ -242,6 +245,7 @@ class RayTranscription:
                     except ray.exceptions.RayError as error:
                         load_errors.append(f"a worker died while starting ({_first_line(error)})")
                         continue
+                    info["node"] = node_names.get(info["node_id"], info["node_id"][:12])
                     if info["error"]:
                         load_errors.append(f"the worker on node {info['node']} could not load the model: {info['error']}")
                         logger.warning(load_errors[-1])
@@ -250,7 +254,7 @@ class RayTranscription:
                     if not actors:
                         self.stats.first_ready_seconds = time.perf_counter() - started
                     actors[handle] = _Actor(handle, info["node"], info["pid"], info["load_seconds"])
-                    self.stats.workers.append({"node": info["node"], "pid": info["pid"],
+                    self.stats.workers.append({"node": info["node"], "node_id": info["node_id"], "pid": info["pid"],
                                                "load_seconds": round(info["load_seconds"], 3)})
                     continue
                 job, handle, shipped = running.pop(ref)

@@ -290,7 +290,7 @@ def _ray_transcriber(options, settings: RaySettings, report: BatchReport, quiet:
         for name, result in run:
             if not quiet and len(run.stats.workers) > announced:
                 announced = len(run.stats.workers)
-                nodes = len({worker["node"] for worker in run.stats.workers})
+                nodes = len({worker["node_id"] for worker in run.stats.workers})
                 stderr_console().print(f"Ray: {announced} worker(s) on {nodes} node(s)", highlight=False)
             report.workers = len(run.stats.workers)
             yield by_name[name], result
