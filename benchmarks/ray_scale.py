@@ -9,6 +9,8 @@ user meets them:
   library    WhisperSGPipeline(...).transcribe_many over the same files in one process
   ray-1x2    --ray local, 1 worker x 2 threads        ray-2x1  --ray local, 2 workers x 1 thread
   ray-1x2-ship  as ray-1x2, the audio sent through the object store (--ray_ship_audio)
+  ray-join-1x2  whispersg INPUT --ray HEAD:PORT --ray_workers 1: the CLI joining a one-node cluster that
+                'ray start' started on loopback before the clock starts (a cluster that is already running)
 The long stream is the folder's clips joined with 2 s pauses (benchmarks/long_input.py builds it).
 Besides the rows it measures the constants of the scaling model in docs/distributed.md: actor start-up,
 per-recording scheduling overhead, and the object store's cost per audio minute (the bytes of a WAV sent
@@ -18,10 +20,14 @@ to an actor that writes them to a file, as --ray_ship_audio does).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import secrets
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -74,7 +80,7 @@ TRANSFER = """
 import json, os, sys, tempfile, time
 from pathlib import Path
 from whispersg.distributed import _connect, _import_ray
-ray = _import_ray()
+ray = _import_ray("local")
 _connect(ray, "local")
 
 @ray.remote(num_cpus=1)
@@ -98,8 +104,64 @@ print(json.dumps({"bytes": path.stat().st_size, "seconds": times}))
 """
 
 
+@contextlib.contextmanager
+def running_cluster(cpus: int):
+    """A one-node Ray cluster on loopback, started with 'ray start --block' in its own session and stopped
+    (that session killed) after; yields the environment a driver needs to join it (address, token)."""
+    temp = Path(tempfile.mkdtemp(prefix="wsg-bench-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    ports = _free_ports(5)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(REPO),
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+               http_proxy="http://127.0.0.1:9", no_proxy="localhost,127.0.0.1")
+    env.pop("RAY_ADDRESS", None)
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+         "--port", str(ports[0]), "--ray-client-server-port", str(ports[1]), "--dashboard-port", str(ports[2]),
+         "--dashboard-agent-listen-port", str(ports[3]), "--include-dashboard=false", "--temp-dir", str(temp),
+         "--num-cpus", str(cpus), "--disable-usage-stats", "--block"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (temp / "head.log").read_text(errors="replace"):
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("ray start failed: " + (temp / "head.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+        yield dict(env, RAY_AUTH_MODE="token", RAY_ADDRESS=f"127.0.0.1:{ports[0]}")
+    finally:
+        head.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of this cluster still runs: its session
+        log.close()
+        subprocess.run(["rm", "-rf", str(temp)], check=False)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Free loopback ports outside Ray's default worker range (10002-19999)."""
+    found: list[int] = []
+    for port in range(20000 + os.getpid() % 5000, 30000):
+        with socket.socket() as probe:
+            with contextlib.suppress(OSError):
+                probe.bind(("127.0.0.1", port))
+                found.append(port)
+        if len(found) == count:
+            return found
+    raise SystemExit("no free ports")
+
+
 def run_mode(mode: str, source: Path, threads: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    if mode == "ray-join-1x2":
+        with running_cluster(threads) as env:
+            return _run_mode(mode, source, threads, env)
+    return _run_mode(mode, source, threads, dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"))
+
+
+def _run_mode(mode: str, source: Path, threads: int, env: dict) -> dict:
+    env = dict(env, NO_COLOR="1")
     with tempfile.TemporaryDirectory() as out:
         commands = {
             "cli": [sys.executable, "-m", "whispersg", str(source), "-f", "json", "--quiet", "-o", out,
@@ -108,6 +170,8 @@ def run_mode(mode: str, source: Path, threads: int) -> dict:
             "ray-1x2": [sys.executable, "-c", RAY, str(source), "1", str(threads), "path"],
             "ray-2x1": [sys.executable, "-c", RAY, str(source), "2", str(max(1, threads // 2)), "path"],
             "ray-1x2-ship": [sys.executable, "-c", RAY, str(source), "1", str(threads), "ship"],
+            "ray-join-1x2": [sys.executable, "-m", "whispersg", str(source), "-f", "json", "--quiet", "-o", out,
+                             "--threads", str(threads), "--ray", env.get("RAY_ADDRESS", ""), "--ray_workers", "1"],
         }
         started = time.perf_counter()
         done = subprocess.run(commands[mode], capture_output=True, text=True, env=env, cwd=REPO)
@@ -144,6 +208,10 @@ def constants(rows: list[dict], recordings: int) -> dict:
     if cli and ray:
         found["ray_overhead_seconds"] = round(ray - cli, 2)
         found["ray_overhead_fraction"] = round((ray - cli) / cli, 4)
+    join = median("ray-join-1x2")
+    if cli and join:
+        found["ray_join_overhead_seconds"] = round(join - cli, 2)
+        found["ray_join_overhead_fraction"] = round((join - cli) / cli, 4)
     if median("cli") and median("library"):
         found["cli_over_library"] = round(median("cli") / median("library"), 4)
     first_ready, connect = median("ray-1x2", "first_ready_seconds"), median("ray-1x2", "connect_seconds")
@@ -164,8 +232,8 @@ def constants(rows: list[dict], recordings: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--modes", default="cli,library,ray-1x2,ray-2x1,ray-1x2-ship")
-    parser.add_argument("--long_modes", default="cli,ray-1x2,ray-2x1", help="modes run on the long stream")
+    parser.add_argument("--modes", default="cli,library,ray-1x2,ray-2x1,ray-1x2-ship,ray-join-1x2")
+    parser.add_argument("--long_modes", default="cli,ray-1x2,ray-2x1,ray-join-1x2", help="modes run on the long stream")
     parser.add_argument("--long_minutes", type=float, default=30.0, help="long stream length (0: none)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--runs", type=int, default=1)

@@ -192,7 +192,7 @@ class RayTranscription:
         self.stats = RayRunStats()
 
     def __iter__(self) -> Iterator[tuple[str, Union[Transcript, Exception]]]:
-        ray = _import_ray()
+        ray = _import_ray(self.settings.address or "local")
         started = time.perf_counter()
         _connect(ray, self.settings.address or "local")
         try:
@@ -347,8 +347,11 @@ def transcribe_on_ray(sources: Iterable[Union[str, Path]], options: Optional[Pip
 
 # --- connecting ---
 
-def _import_ray():
+def _import_ray(address: str = "local"):
+    """Ray, imported with the offline settings in place (Ray reads some of them once, when imported)."""
     _offline_environment()
+    if _stays_on_this_machine(address):
+        _loopback_only()
     try:
         import ray
     except ImportError as error:
@@ -370,7 +373,6 @@ def _offline_environment() -> None:
 def _connect(ray, address: str) -> None:
     common = dict(log_to_driver=False, configure_logging=False, logging_level=logging.ERROR)
     if address == "local":
-        _loopback_only()
         ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, **common)
         return
     if address.startswith("ray://"):
@@ -390,8 +392,6 @@ def _connect(ray, address: str) -> None:
     host, port = _host_port(target, address)
     _check_reachable(host, port, address)
     node_ip = _own_address_towards(host, port)
-    if node_ip.startswith("127."):
-        _loopback_only()
     try:
         # Ray's own 'auto' presents this machine's token (~/.ray/auth_token) to the cluster 'ray start' recorded
         # here, as 'ray start --head' turns token authentication on where one exists; an explicit address
@@ -419,7 +419,19 @@ def _is_authentication_error(ray, error: BaseException) -> bool:
 def _loopback_only() -> None:
     # Ray replaces a loopback node address with the machine's "real" one, found by a UDP connect to a public
     # resolver; with this switch (named for Windows/macOS, where clusters are single-node) it keeps loopback.
+    # Ray reads it when imported, so it is set before the import (a process that imported Ray earlier probes).
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+def _stays_on_this_machine(address: str) -> bool:
+    """Whether the run's cluster is this machine's loopback: a private one, or an address on 127.x / localhost."""
+    if address == "local":
+        return True
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS") or _current_cluster() or ""
+    host = target.rpartition(":")[0].strip("[]")
+    return host.startswith("127.") or host in ("localhost", "::1")
 
 
 def _current_cluster() -> Optional[str]:
