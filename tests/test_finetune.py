@@ -464,6 +464,24 @@ def test_train_only_leaves_everything_else_as_it_was(prepared, tiny_base, tmp_pa
     assert bool(decoder_layers) == (train_only == "decoder"), decoder_layers
 
 
+@pytest.mark.slow
+def test_blend_saves_the_weights_that_share_of_the_way_from_base_to_tuned(prepared, tiny_base, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    output, name = tmp_path / "run", "model.decoder.embed_tokens.weight"
+    assert train_main([str(prepared["dataset"]), "--output_dir", str(output), "--base_model", str(tiny_base),
+                       "--train_only", "embeddings", "--blend", "0.25", "--max_steps", "2", "--save_steps", "2",
+                       "--eval_steps", "2", *TINY_TRAINING, "-q"]) == 0
+    base = load_file(tiny_base / "model.safetensors")[name]
+    tuned = load_file(output / "checkpoint-2" / "model.safetensors")[name]  # checkpoints are saved unblended
+    saved = load_file(output / "model.safetensors")[name]
+    assert not bool((tuned == base).all())
+    assert (saved - (base + 0.25 * (tuned - base))).abs().max().item() < 1e-6
+    assert train_main([str(prepared["dataset"]), "--output_dir", str(tmp_path / "bad"), "--base_model",
+                       str(tiny_base), "--blend", "1.5", *TINY_TRAINING, "-q"]) != 0
+    assert "--blend 1.5" in capsys.readouterr().err
+
+
 def test_train_only_rejects_an_unknown_part(prepared, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_main([str(prepared["dataset"]), "--output_dir", str(tmp_path / "run"), "--train_only", "encoder"])

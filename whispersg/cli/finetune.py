@@ -260,6 +260,9 @@ _TRAINING_HELP = {
     "task": "transcribe or translate (multilingual base models)",
     "train_only": "what is trained, the rest frozen: all, decoder (encoder frozen) or embeddings (the decoder's "
                   "token embeddings, tied to its output: teaches words with the least forgetting)",
+    "blend": "share of what training changed that the saved model keeps: 1 keeps all, 0.5 saves the weights halfway "
+             "between the base and the tuned model (weight-space ensembling: most of the gain, less forgetting); "
+             "checkpoints stay unblended",
     "learning_rate": "peak learning rate",
     "warmup_steps": "linear warm-up steps",
     "batch_size": "examples per device per step",

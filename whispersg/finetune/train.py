@@ -41,6 +41,7 @@ class TrainingSettings:
     language: Optional[str] = None  # multilingual base models only (default en); ".en" models are English
     task: str = "transcribe"
     train_only: str = "all"  # "decoder": encoder frozen; "embeddings": only the decoder's token embeddings (tied output)
+    blend: float = 1.0  # share of the training's change kept in the saved model (WiSE-FT); below 1 forgets less
     learning_rate: float = 1e-5
     warmup_steps: int = 500
     batch_size: int = 16  # per device
@@ -121,6 +122,20 @@ def restrict_training(model: Any, train_only: str) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def blend_with_base(model: Any, base_weights: Optional[dict], share: float) -> None:
+    """Keep ``share`` of what training changed: base + share × (tuned − base), weight-space ensembling
+    (WiSE-FT, Wortsman et al. 2022, arXiv:2109.01903), which keeps much of the gain and forgets less."""
+    if share >= 1.0 or not base_weights:
+        return
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in base_weights:
+                base = base_weights[name].to(parameter.device)
+                parameter.copy_(base + share * (parameter - base))
+
+
 def _has_safetensors(base_model: str) -> Optional[bool]:
     """Local folders must hold safetensors weights (no pickle loading); hub ids let transformers choose."""
     folder = Path(base_model)
@@ -183,6 +198,11 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
     if model is None or processor is None:
         model, processor = load_base(settings.base_model, settings.language, settings.task)
     trainable = restrict_training(model, settings.train_only)
+    if not 0.0 <= settings.blend <= 1.0:
+        raise DataError(f"--blend {settings.blend}: give a share between 0 and 1")
+    # The base's trainable weights, kept only when the saved model is to be a blend of base and tuned.
+    base_weights = ({name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+                    if settings.blend < 1.0 else None)
     logger.info("training %s: %d of %d parameters", settings.train_only, trainable,
                 sum(p.numel() for p in model.parameters()))
     # Whisper's forward takes **kwargs, so the Trainer would assume it divides the loss by the accumulation
@@ -247,7 +267,7 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
     with arguments.main_process_first(local=False, desc="claiming the output folder"):
         if arguments.process_index == 0:
             claim_output_dir(settings)
-    return Seq2SeqTrainer(
+    trainer = Seq2SeqTrainer(
         model=model,
         args=arguments,
         train_dataset=train_set,
@@ -257,6 +277,8 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
         processing_class=processor,
         callbacks=[StandaloneCheckpoints()],
     )
+    trainer.whispersg_base_weights = base_weights
+    return trainer
 
 
 def claim_output_dir(settings: TrainingSettings) -> None:
@@ -300,6 +322,7 @@ def run_training(trainer, settings: TrainingSettings) -> dict:
     elif resume is not None and not Path(resume).is_dir():
         raise DataError(f"{resume}: no such checkpoint folder")
     result = trainer.train(resume_from_checkpoint=resume)
+    blend_with_base(trainer.model, getattr(trainer, "whispersg_base_weights", None), settings.blend)
     trainer.save_model(settings.output_dir)
     if trainer.is_world_process_zero():
         save_standalone(settings.output_dir, trainer.processing_class, trainer.model)
