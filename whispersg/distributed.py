@@ -27,9 +27,8 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5.0  # a cluster address that does not answer in this long is reported, not waited on
 STREAM_SECONDS = 300.0  # a recording this long goes to an actor alone (it streams block by block there)
 LOOPBACK = "127.0.0.1"
-
-
 WAIT_SECONDS = 0.5  # how long the driver blocks on Ray between checks for Ctrl-C
+
 
 def _setting(default: Any, help: str, flag: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag, **extra})
@@ -385,7 +384,7 @@ def _connect(ray, address: str) -> None:
         return
     target = address
     if address == "auto":
-        target = os.environ.get("RAY_ADDRESS") or _current_cluster()
+        target = _auto_target()
         if not target:
             raise RayAddressError("--ray auto: no Ray cluster started on this machine (start one with 'ray start --head', "
                                   "set RAY_ADDRESS, or use --ray local)")
@@ -429,9 +428,14 @@ def _stays_on_this_machine(address: str) -> bool:
         return True
     target = address[len("ray://"):] if address.startswith("ray://") else address
     if address == "auto":
-        target = os.environ.get("RAY_ADDRESS") or _current_cluster() or ""
+        target = _auto_target() or ""
     host = target.rpartition(":")[0].strip("[]")
     return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def _auto_target() -> Optional[str]:
+    """What --ray auto joins: $RAY_ADDRESS, else the cluster 'ray start' recorded on this machine."""
+    return os.environ.get("RAY_ADDRESS") or _current_cluster()
 
 
 def _current_cluster() -> Optional[str]:

@@ -187,6 +187,8 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
 
     from whispersg.finetune.data import SpeechCollator, mix_datasets
 
+    if not 0.0 <= settings.blend <= 1.0:  # checked before any data or model is loaded
+        raise DataError(f"--blend {settings.blend}: give a share between 0 and 1")
     train_set = mix_datasets(settings.datasets, "train", settings.weights, settings.seed, settings.oversample)
     if train_set is None:
         raise DataError("none of the prepared datasets has a train split; finalize one with --test_size below 1")
@@ -198,8 +200,6 @@ def build_trainer(settings: TrainingSettings, model: Any = None, processor: Any 
     if model is None or processor is None:
         model, processor = load_base(settings.base_model, settings.language, settings.task)
     trainable = restrict_training(model, settings.train_only)
-    if not 0.0 <= settings.blend <= 1.0:
-        raise DataError(f"--blend {settings.blend}: give a share between 0 and 1")
     # The base's trainable weights, kept only when the saved model is to be a blend of base and tuned.
     base_weights = ({name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
                     if settings.blend < 1.0 else None)
