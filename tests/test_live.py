@@ -199,7 +199,7 @@ def test_forced_decodes_never_follow_each_other():
 
 
 def test_speech_left_without_words_is_noticed():
-    """A chunk's decode that leaves a second of its speech without a word is redone (#25)."""
+    """A decode that leaves a second of its speech without a word is noticed, and where that speech begins (#25)."""
     policy = CommitPolicy()
     window = 512 / SAMPLE_RATE
     speech = np.zeros(int(10 / window), dtype=bool)
@@ -210,6 +210,9 @@ def test_speech_left_without_words_is_noticed():
     assert policy.skipped(speech, covered[:2], 20.0)  # 22.4 to 26.0 s heard but not written
     assert not policy.skipped(speech, covered[:2] + [(22.5, 23.3), (23.4, 26.0)], 20.0)
     assert policy.skipped(speech, [], 20.0)
+    assert policy.skipped_from(speech, covered[:2], 20.0) == pytest.approx(22.4, abs=window)  # where it begins
+    assert policy.skipped_from(speech, [], 20.0) == pytest.approx(21.0, abs=window)
+    assert policy.skipped_from(speech, covered, 20.0) is None
 
 
 def test_interims_are_spaced_by_what_they_cost():
@@ -262,6 +265,39 @@ def test_the_loop_runs_on_an_injected_decoder_and_clock():
     kinds = seen.kinds
     assert set(kinds) == set(DecodeKind)
     assert not any(a == b == DecodeKind.FORCED for a, b in zip(kinds, kinds[1:])), kinds
+
+
+class SkippingDecoder(ScriptedDecoder):
+    """ScriptedDecoder that, when it hears text before the audio (a prompt or a prefix), leaves out the
+    words of the 2 s after the first one, as Whisper conditioned on what came before sometimes does (#25)."""
+
+    def decode(self, request: DecodeRequest) -> list[Segment]:
+        segments = super().decode(request)
+        if not (request.prefix or request.initial_prompt) or not segments:
+            return segments
+        first = segments[0].words[0].start
+        words = [w for w in segments[0].words if not first < w.start < first + 2.0]
+        return [Segment(words[0].start, words[-1].end, " ".join(w.word for w in words), words,
+                        avg_logprob=-0.1, compression_ratio=1.0)]
+
+
+def test_no_word_settles_past_speech_a_decode_left_out():
+    """Words agreed on or forced after speech a decode skipped would shut out the words the chunk's
+    final decode (redone alone) writes there: each chunk keeps all its words (#25)."""
+    def words(decoder) -> list[tuple[str, float]]:
+        transcript = LiveTranscriber(decoder, FileSource(DEMO_WAV, speed=0, lockstep=True),
+                                     LiveSettings(max_commit_delay=2.0)).run()
+        return [(w.word, round(w.start, 2)) for w in transcript.words]
+
+    seen = DecodesSeen()
+
+    class Skipping(SkippingDecoder):
+        def decode(self, request):
+            seen.decoded(request, 0.0, 0.0)
+            return super().decode(request)
+
+    assert words(Skipping()) == words(ScriptedDecoder())
+    assert DecodeKind.FORCED in seen.kinds
 
 
 @pytest.mark.slow

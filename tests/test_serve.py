@@ -224,9 +224,12 @@ def test_realtime_websocket_streams_committed_text(client, monkeypatch):
     with client.websocket_connect("/v1/realtime?language=en&max_commit_delay=3") as socket_:
         ready = socket_.receive_json()
         assert ready == {"type": "ready", "model": "tiny.en", "sample_rate": 16000}
-        frame = SAMPLE_RATE // 10 * 2
-        for start in range(0, len(pcm), frame):
-            socket_.send_bytes(pcm[start : start + frame])
+        # The call goes as fast as the socket takes it, in three frames (the first two split a sample):
+        # the transcriber is behind from the first word on, so what it decodes does not depend on this
+        # machine's speed. Paced sends vary from run to run (benchmarks/realtime_pacing.py;
+        # docs/decisions.md#live-skipped-speech).
+        for frame in (pcm[:12345], pcm[12345:12346], pcm[12346:]):
+            socket_.send_bytes(frame)
         socket_.send_text(json.dumps({"type": "stop"}))
         while True:
             message = socket_.receive_json()

@@ -75,19 +75,26 @@ class CommitPolicy:
                                      "be context); context_chars is far less than this many hold")
 
     # -- when to decode ----------------------------------------------------------------
-    def skipped(self, speech: np.ndarray, words: Sequence[tuple[float, float]], chunk_start: float) -> bool:
-        """A decode left ``skipped_speech`` seconds or more of the chunk's speech without a word: ``speech``
-        is the chunk's VAD mask (one value per ``VAD_WINDOW`` samples from ``chunk_start``), ``words`` the
-        (start, end) stream times of the words the decode gave it."""
+    def skipped_from(self, speech: np.ndarray, words: Sequence[tuple[float, float]],
+                     chunk_start: float) -> Optional[float]:
+        """Where (stream seconds) the first run of ``skipped_speech`` seconds or more of the chunk's speech
+        without a word begins, or None: ``speech`` is the chunk's VAD mask (one value per ``VAD_WINDOW``
+        samples from ``chunk_start``), ``words`` the (start, end) stream times of the words a decode gave it."""
         window = VAD_WINDOW / SAMPLE_RATE
         wordless = np.asarray(speech, dtype=bool).copy()
         for start, end in words:  # a word covers the windows it overlaps
             wordless[max(0, int((start - chunk_start) / window)) : max(0, math.ceil((end - chunk_start) / window))] = False
-        run = longest = 0
-        for value in wordless:
+        needed = math.ceil(self.skipped_speech / window - 1e-9)
+        run = 0
+        for index, value in enumerate(wordless):
             run = run + 1 if value else 0
-            longest = max(longest, run)
-        return longest * window >= self.skipped_speech
+            if run >= needed:
+                return chunk_start + (index + 1 - run) * window
+        return None
+
+    def skipped(self, speech: np.ndarray, words: Sequence[tuple[float, float]], chunk_start: float) -> bool:
+        """A decode left ``skipped_speech`` seconds or more of the chunk's speech without a word."""
+        return self.skipped_from(speech, words, chunk_start) is not None
 
     def behind(self, pending_seconds: float) -> bool:
         """Processing is behind: interims are skipped (and the display says so) rather than queued."""

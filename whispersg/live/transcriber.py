@@ -149,18 +149,31 @@ class LiveTranscriber:
                 else DecodeKind.INTERIM)
         self._last_kind = kind
         request = self._request(kind, self.segmenter.audio, self.segmenter.duration)
-        segments = self._decode(request)
+        segments = placed(self._decode(request), offset, request.context_seconds)
         if kind is DecodeKind.INTERIM:
             # An interim Whisper is unsure of only previews: it shows and agrees nothing
             # (docs/decisions.md#live-interims-have-no-fallback).
             segments = [segment for segment in segments if not fails_thresholds(segment, self._options)]
-        hypothesis = [word for segment in placed(segments, offset, request.context_seconds) for word in segment.words]
+        settle_until = self.policy.settle_until(kind, audio_end)
+        agree_until = self.policy.agree_until(audio_end)
+        # Only speech this decode may settle counts: the open end is often not yet written.
+        horizon = settle_until if settle_until is not None else agree_until
+        speech = self.segmenter.speech(round((horizon - offset) * SAMPLE_RATE))
+        skipped = self._skipped_from(speech, segments, offset)
+        if kind is DecodeKind.FORCED and skipped is not None and skipped < settle_until:
+            segments = self._decoded_alone(kind, self.segmenter.audio, offset, audio_end, segments)
+            skipped = self._skipped_from(speech, segments, offset)
+        if skipped is not None:
+            # No word settles past speech the hypothesis left out: the chunk's final decode (redone alone
+            # if it skips it too) may still write that speech only where nothing after it is settled (#25).
+            agree_until = min(agree_until, skipped)
+            settle_until = None if settle_until is None else min(settle_until, skipped)
+        hypothesis = [word for segment in segments for word in segment.words]
         now = self._now()
         keys = word_keys(" ".join(segment.text for segment in segments))
         for observer in self.observers:
             observer.shown(now, keys)
-        settled_now, unsettled = self.agreement.update(hypothesis, settle_until=self.policy.settle_until(kind, audio_end),
-                                                       agree_until=self.policy.agree_until(audio_end))
+        settled_now, unsettled = self.agreement.update(hypothesis, settle_until=settle_until, agree_until=agree_until)
         if kind is DecodeKind.INTERIM:
             # Interims are spaced by what a greedy one costs; a forced beam-search decode costs more, and
             # letting it set the spacing would thin out the interims that words need to agree.
@@ -181,15 +194,23 @@ class LiveTranscriber:
                              heard.initial_prompt, heard.prefix,
                              self.policy.decode_options(kind, heard_context=bool(heard.context_seconds)))
 
-    def _decoded_alone(self, audio: np.ndarray, start: float, end: float, found: list[Segment]) -> list[Segment]:
+    def _skipped_from(self, speech: np.ndarray, segments: list[Segment], chunk_start: float) -> Optional[float]:
+        """Where the first speech the open chunk's settled words and ``segments`` leave out begins, or None."""
+        heard = [(word.start, word.end) for word in self.agreement.settled if word.end is not None]
+        return self.policy.skipped_from(speech, heard + _times(segments), chunk_start)
+
+    def _decoded_alone(self, kind: DecodeKind, audio: np.ndarray, start: float, end: float,
+                       found: list[Segment]) -> list[Segment]:
         """The chunk decoded again on its own, without the context's audio or text (only the user's prompt);
         kept only where it has more words: conditioned on what came before, Whisper sometimes jumps
         over some of the chunk's speech (#25)."""
-        request = DecodeRequest(DecodeKind.CHUNK, audio, 0.0,
+        request = DecodeRequest(kind, audio, 0.0,
                                 self.policy.token_cap(end - start, self._options.max_new_tokens),
                                 self._options.initial_prompt or None, None,
-                                self.policy.decode_options(DecodeKind.CHUNK, heard_context=False))
+                                self.policy.decode_options(kind, heard_context=False))
         alone = placed(self._decode(request), start, 0.0)
+        logger.debug("%s decode redone alone at %.2f-%.2f s: %d words, before %d", kind, start, end,
+                     _word_count(alone), _word_count(found))
         return alone if _word_count(alone) > _word_count(found) else found
 
     def _decode(self, request: DecodeRequest) -> list[Segment]:
@@ -222,7 +243,7 @@ class LiveTranscriber:
             request = self._request(DecodeKind.CHUNK, audio, end - start)
             found = placed(self._decode(request), start, request.context_seconds)
             if speech is not None and self.policy.skipped(speech, _times(found), start):
-                found = self._decoded_alone(audio, start, end, found)
+                found = self._decoded_alone(DecodeKind.CHUNK, audio, start, end, found)
         settled = {id(word) for word in self.agreement.settled}
         segments = self.agreement.finish_chunk(found, end)
         if self.speakers is not None and segments and len(audio):
