@@ -71,6 +71,7 @@ for _, result in run:
         audio += result.duration
 print(json.dumps({"audio_seconds": audio, "failed": failed, "connect_seconds": run.stats.connect_seconds,
                   "first_ready_seconds": run.stats.first_ready_seconds, "workers": run.stats.workers,
+                  "disconnect_seconds": run.stats.disconnect_seconds,
                   "calls": run.stats.calls, "transcribe_seconds": time.perf_counter() - started}))
 """
 
@@ -79,7 +80,7 @@ print(json.dumps({"audio_seconds": audio, "failed": failed, "connect_seconds": r
 TRANSFER = """
 import json, os, sys, tempfile, time
 from pathlib import Path
-from whispersg.distributed import _connect, _import_ray
+from whispersg.distributed import _connect, _disconnect, _import_ray
 ray = _import_ray("local")
 _connect(ray, "local")
 
@@ -99,7 +100,7 @@ for _ in range(int(sys.argv[2])):
     started = time.perf_counter()
     ray.get(sink.write.remote(path.read_bytes()))
     times.append(time.perf_counter() - started)
-ray.shutdown()
+_disconnect(ray, "local")
 print(json.dumps({"bytes": path.stat().st_size, "seconds": times}))
 """
 
@@ -217,6 +218,9 @@ def constants(rows: list[dict], recordings: int) -> dict:
     first_ready, connect = median("ray-1x2", "first_ready_seconds"), median("ray-1x2", "connect_seconds")
     if first_ready is not None and connect is not None:
         found["cluster_start_seconds"] = round(connect, 2)
+        stop = median("ray-1x2", "disconnect_seconds")
+        if stop is not None:
+            found["cluster_stop_seconds"] = round(stop, 2)
         found["actor_start_seconds"] = round(first_ready - connect, 2)
         loads = [w["load_seconds"] for row in rows if row["mode"] == "ray-1x2" for w in row.get("workers", [])]
         found["actor_model_load_seconds"] = round(statistics.median(loads), 2) if loads else None

@@ -239,12 +239,31 @@ def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ra
 
 
 @pytest.mark.slow  # the module's cluster tests take ~55 s together
-def test_local_starts_a_private_cluster(clips, empty_model_store, tmp_path):
-    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
+def test_local_starts_a_private_cluster_and_leaves_nothing_behind(clips, empty_model_store, tmp_path):
+    home = tmp_path / "home"  # where Ray would write ~/.ray/auth_token for a new local cluster
+    home.mkdir()
+    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", PYTHONPATH=str(REPO),
+               HOME=str(home))
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
     done = _whispersg(clips / f"{CLIPS[4]}.wav", "--ray", "local", "-o", tmp_path, "-f", "txt", env=env)
     assert done.returncode == 0, done.stderr
     assert "ask not what your country can do for you" in (tmp_path / f"{CLIPS[4]}.txt").read_text().lower()
+    assert "Token authentication" not in done.stderr  # Ray's warning on every new local cluster
+    assert not (home / ".ray").exists()
+    assert _processes_with(f"HOME={home}") == []  # the cluster's processes all inherited this HOME
+
+
+def _processes_with(variable: str) -> list[str]:
+    """Command lines of the running processes whose environment holds ``variable`` (NAME=value)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if variable.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def test_a_bad_address_fails_in_seconds_with_one_line_naming_it(tmp_path, empty_model_store):

@@ -171,6 +171,7 @@ class RayRunStats:
     workers: list[dict] = field(default_factory=list)  # node (address), node_id, pid, load_seconds of each actor that came up
     connect_seconds: float = 0.0
     first_ready_seconds: float = 0.0
+    disconnect_seconds: float = 0.0  # leaving the cluster; with address='local', stopping it
     calls: int = 0
     retried: int = 0
 
@@ -191,14 +192,17 @@ class RayTranscription:
         self.stats = RayRunStats()
 
     def __iter__(self) -> Iterator[tuple[str, Union[Transcript, Exception]]]:
-        ray = _import_ray(self.settings.address or "local")
+        address = self.settings.address or "local"
+        ray = _import_ray(address)
         started = time.perf_counter()
-        _connect(ray, self.settings.address or "local")
+        _connect(ray, address)
         try:
             self.stats.connect_seconds = time.perf_counter() - started
             yield from self._run(ray, started)
         finally:
-            ray.shutdown()
+            stopping = time.perf_counter()
+            _disconnect(ray, address)
+            self.stats.disconnect_seconds = time.perf_counter() - stopping
 
     def _run(self, ray, started: float) -> Iterator[tuple[str, Union[Transcript, Exception]]]:
         count, cpus, gpus, spread = _worker_shape(ray, self.settings)
@@ -351,6 +355,8 @@ def _import_ray(address: str = "local"):
     _offline_environment()
     if _stays_on_this_machine(address):
         _loopback_only()
+    if address == "local":
+        _private_cluster_token()
     try:
         import ray
     except ImportError as error:
@@ -367,6 +373,18 @@ def _offline_environment() -> None:
         os.environ.setdefault(name, "http://127.0.0.1:9")
     for name in ("no_proxy", "NO_PROXY"):
         os.environ.setdefault(name, "localhost,127.0.0.1,::1")
+
+
+def _private_cluster_token() -> None:
+    """A private cluster gets token authentication with a token of its own, held in the environment its
+    processes inherit.  Left to itself Ray turns token authentication on for a new local cluster, writes
+    ~/.ray/auth_token where none exists and prints a warning on every run; an explicit RAY_AUTH_MODE or token
+    is the user's and is kept."""
+    import secrets
+
+    if not any(name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def _connect(ray, address: str) -> None:
@@ -402,6 +420,18 @@ def _connect(ray, address: str) -> None:
                 f"--ray {address}: the Ray cluster at {host}:{port} wants its authentication token: set RAY_AUTH_MODE=token "
                 "with the head's token ('ray get-auth-token' there) in ~/.ray/auth_token or $RAY_AUTH_TOKEN") from None
         raise RayAddressError(f"could not join the Ray cluster at {address} ({host}:{port}): {_first_line(error)}") from None
+
+
+def _disconnect(ray, address: str) -> None:
+    """``ray.shutdown()``; a private cluster's autoscaler monitor is stopped first.  Ray's shutdown stops the
+    GCS before the monitor, whose SIGTERM handler then waits on the GCS through the whole 1 s grace period
+    before it is killed: a fixed second on every ``--ray local`` run (ray 2.60; measured 1.37 s → 0.37 s)."""
+    if address == "local":
+        try:
+            ray._private.worker._global_node.kill_monitor(check_alive=False)  # SIGKILL: it keeps no state
+        except Exception:  # noqa: BLE001 - a private API: without it the shutdown only takes a second longer
+            pass
+    ray.shutdown()
 
 
 def _is_authentication_error(ray, error: BaseException) -> bool:
