@@ -254,6 +254,22 @@ def test_local_starts_a_private_cluster_and_leaves_nothing_behind(clips, empty_m
     assert _processes_with(f"HOME={home}") == []  # the cluster's processes all inherited this HOME
 
 
+@pytest.mark.slow
+def test_local_works_in_a_program_that_imported_ray_first(empty_model_store, tmp_path):
+    """Ray reads its authentication mode when imported: a private cluster must not be given a token then."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), PYTHONPATH=str(REPO), HOME=str(home))
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    program = ("import ray\nfrom whispersg.distributed import transcribe_on_ray\n"
+               "[(source, result)] = transcribe_on_ray([{!r}], address='local')\nprint(result.text)\n")
+    done = subprocess.run([sys.executable, "-c", program.format(str(REPO / "demo" / "sample.wav"))],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "new jersey" in done.stdout.lower()
+
+
 def _processes_with(variable: str) -> list[str]:
     """Command lines of the running processes whose environment holds ``variable`` (NAME=value)."""
     found = []

@@ -381,7 +381,10 @@ def _private_cluster_token() -> None:
     ~/.ray/auth_token where none exists and prints a warning on every run; an explicit RAY_AUTH_MODE or token
     is the user's and is kept."""
     import secrets
+    import sys
 
+    if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: only its own default works now
+        return
     if not any(name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
