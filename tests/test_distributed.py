@@ -239,13 +239,19 @@ def test_ctrl_c_leaves_whole_files_and_skip_existing_finishes_the_rest(clips, ra
 
 
 @pytest.mark.slow  # the module's cluster tests take ~55 s together
-def test_local_starts_a_private_cluster_and_leaves_nothing_behind(clips, empty_model_store, tmp_path):
-    home = tmp_path / "home"  # where Ray would write ~/.ray/auth_token for a new local cluster
+def _private_cluster_env(model_store: Path, tmp_path: Path) -> tuple[dict, Path]:
+    """The environment of a user with no Ray settings and a HOME of its own (where Ray would write
+    ~/.ray/auth_token for a new local cluster); returns it and that HOME."""
+    home = tmp_path / "home"
     home.mkdir()
-    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), NO_COLOR="1", PYTHONPATH=str(REPO),
-               HOME=str(home))
+    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(model_store), NO_COLOR="1", PYTHONPATH=str(REPO), HOME=str(home))
     for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
+    return env, home
+
+
+def test_local_starts_a_private_cluster_and_leaves_nothing_behind(clips, empty_model_store, tmp_path):
+    env, home = _private_cluster_env(empty_model_store, tmp_path)
     done = _whispersg(clips / f"{CLIPS[4]}.wav", "--ray", "local", "-o", tmp_path, "-f", "txt", env=env)
     assert done.returncode == 0, done.stderr
     assert "ask not what your country can do for you" in (tmp_path / f"{CLIPS[4]}.txt").read_text().lower()
@@ -257,11 +263,7 @@ def test_local_starts_a_private_cluster_and_leaves_nothing_behind(clips, empty_m
 @pytest.mark.slow
 def test_local_works_in_a_program_that_imported_ray_first(empty_model_store, tmp_path):
     """Ray reads its authentication mode when imported: a private cluster must not be given a token then."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(os.environ, WHISPERSG_MODEL_DIR=str(empty_model_store), PYTHONPATH=str(REPO), HOME=str(home))
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(name, None)
+    env, _ = _private_cluster_env(empty_model_store, tmp_path)
     program = ("import ray\nfrom whispersg.distributed import transcribe_on_ray\n"
                "[(source, result)] = transcribe_on_ray([{!r}], address='local')\nprint(result.text)\n")
     done = subprocess.run([sys.executable, "-c", program.format(str(REPO / "demo" / "sample.wav"))],

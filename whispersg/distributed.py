@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -381,7 +382,6 @@ def _private_cluster_token() -> None:
     ~/.ray/auth_token where none exists and prints a warning on every run; an explicit RAY_AUTH_MODE or token
     is the user's and is kept."""
     import secrets
-    import sys
 
     if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: only its own default works now
         return
